@@ -1,0 +1,453 @@
+import CRdKafka
+import DequeModule
+import Logging
+import Metrics
+import ServiceLifecycle
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Settings of a producer; `KafkaProducer` derives librdkafka's options from them.
+public struct KafkaProducerConfiguration: Sendable {
+    public var bootstrapServers: [String]
+    public var clientID = "smarthost"
+    /// The bound on an acknowledgement: a record not acked by then fails with
+    /// `KafkaError.deliveryTimedOut`, never hangs.
+    public var deliveryTimeout: Duration = .seconds(10)
+    /// Records sent but not yet acknowledged; `send` waits for room beyond it (backpressure).
+    public var maxInFlight = 10_000
+    /// The largest record (key + value + headers) `send` accepts.
+    public var maxRecordSize = 32 * 1024 * 1024
+    /// How long librdkafka may wait to batch records.
+    public var linger: Duration = .milliseconds(2)
+    /// Passed to librdkafka as they are (security.protocol, sasl.*, compression.codec, ...).
+    public var extraOptions: [String: String] = [:]
+
+    public init(bootstrapServers: [String]) {
+        self.bootstrapServers = bootstrapServers
+    }
+
+    var librdkafkaOptions: [(String, String)] {
+        let timeout = max(deliveryTimeout.milliseconds, 1)
+        var options = RdKafkaClient.commonOptions(bootstrapServers: bootstrapServers, clientID: clientID) + [
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("message.timeout.ms", "\(timeout)"),
+            // An in-flight request is only failed when it times out; keep that inside the bound too.
+            ("request.timeout.ms", "\(timeout)"),
+            ("linger.ms", "\(min(linger.milliseconds, timeout - 1))"),
+            ("queue.buffering.max.messages", "\(max(maxInFlight, 1) + 1000)"),
+            ("message.max.bytes", "\(maxRecordSize + 64 * 1024)"),
+        ]
+        options += extraOptions.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+        return options
+    }
+}
+
+/// An idempotent, acks=all Kafka producer whose `send` returns only once Kafka has
+/// acknowledged the record (or fails within the delivery timeout).
+///
+/// librdkafka's delivery reports arrive on a dedicated polling thread and resume the
+/// waiting task; nothing blocks Swift's cooperative pool.
+///
+/// When the broker fences the producer or librdkafka raises a fatal error, the producer
+/// replaces its librdkafka client with a new one (a new producer id) and goes on: the records
+/// involved fail with an error the caller retries, later ones go through the new client.
+public final class KafkaProducer: Sendable, Service {
+    /// One librdkafka client and the thread polling it.
+    private final class Generation: Sendable {
+        let number: Int
+        let handle: RdKafkaPointer
+        let queue: RdKafkaPointer
+        /// Set when the producer closes or this generation is replaced.
+        let retired = Atomic<Bool>(false)
+
+        init(number: Int, handle: RdKafkaPointer) {
+            self.number = number
+            self.handle = handle
+            self.queue = RdKafkaPointer(raw: rd_kafka_queue_get_main(handle.raw))
+            rd_kafka_set_log_queue(handle.raw, queue.raw)
+        }
+    }
+
+    private struct Pending {
+        var continuation: CheckedContinuation<DeliveryReport, any Error>?
+        let topic: String
+        let started: ContinuousClock.Instant
+    }
+
+    private struct State {
+        var nextID: UInt = 1
+        var pending: [UInt: Pending] = [:]
+        /// Ids in send order; all share one timeout, so deadlines are in the same order.
+        var deadlines: Deque<(id: UInt, deadline: ContinuousClock.Instant)> = []
+        /// Records librdkafka holds, including ones whose caller already gave up waiting.
+        var inFlight = 0
+        var slotWaiters: Deque<CheckedContinuation<Void, any Error>> = []
+        var closing = false
+        var generation: Generation
+        var liveGenerations = 0
+        var drainWaiters: [CheckedContinuation<Void, Never>] = []
+        var stopWaiters: [CheckedContinuation<Void, Never>] = []
+    }
+
+    public let configuration: KafkaProducerConfiguration
+    private let state: Mutex<State>
+    private let logger: Logger
+    /// Caller-side guard beyond librdkafka's own message timeout, whose scan runs about once a second.
+    private let hardDeadline: Duration
+
+    private let ackTimer = Metrics.Timer(label: "smarthost_kafka_produce_ack_seconds", preferredDisplayUnit: .seconds)
+    private let inFlightGauge = Gauge(label: "smarthost_kafka_producer_in_flight")
+
+    public init(configuration: KafkaProducerConfiguration, logger: Logger = Logger(label: "smarthost.kafka.producer")) throws(KafkaError) {
+        self.configuration = configuration
+        self.logger = logger
+        self.hardDeadline = configuration.deliveryTimeout + .seconds(2)
+        let first = Generation(number: 1, handle: try Self.makeClient(configuration))
+        state = Mutex(State(generation: first, liveGenerations: 1))
+        startPolling(first)
+    }
+
+    private static func makeClient(_ configuration: KafkaProducerConfiguration) throws(KafkaError) -> RdKafkaPointer {
+        try RdKafkaClient.make(type: RD_KAFKA_PRODUCER, options: configuration.librdkafkaOptions,
+                               events: RD_KAFKA_EVENT_DR | RD_KAFKA_EVENT_LOG | RD_KAFKA_EVENT_ERROR)
+    }
+
+    /// Sends `record` and returns where Kafka stored it, after Kafka acknowledged it with acks=all.
+    public func send(_ record: OutgoingRecord) async throws -> DeliveryReport {
+        try TopicName.validate(record.topic)
+        guard record.size <= configuration.maxRecordSize else {
+            Self.count(.rejected)
+            throw KafkaError.recordTooLarge(size: record.size, limit: configuration.maxRecordSize)
+        }
+        if let bad = record.headers.first(where: { $0.name.isEmpty || $0.name.utf8.contains(0) }) {
+            throw KafkaError.invalidHeaderName(bad.name)
+        }
+        let started = ContinuousClock.now
+        try await acquireSlot()
+        if ContinuousClock.now - started > configuration.deliveryTimeout {
+            releaseSlot()
+            Self.count(.timedOut)
+            throw KafkaError.deliveryTimedOut(topic: record.topic, after: configuration.deliveryTimeout, outcomeUnknown: false)
+        }
+        return try await withCheckedThrowingContinuation { continuation in
+            // Register before producing: the delivery report can arrive before produceva returns.
+            let (id, generation) = state.withLock { state -> (UInt, Generation) in
+                let id = state.nextID
+                state.nextID += 1
+                state.pending[id] = Pending(continuation: continuation, topic: record.topic, started: started)
+                state.deadlines.append((id, started + hardDeadline))
+                return (id, state.generation)
+            }
+            if let error = produce(record, id: id, on: generation) {
+                let waiting = state.withLock { $0.pending.removeValue(forKey: id)?.continuation }
+                releaseSlot()
+                Self.count(.rejected)
+                waiting?.resume(throwing: error)
+            }
+        }
+    }
+
+    /// Waits until every record sent so far is acknowledged or failed, at most `timeout`.
+    /// Returns false if records were still outstanding when the time ran out.
+    @discardableResult
+    public func flush(timeout: Duration) async -> Bool {
+        let drained: Bool = await withTaskGroup(of: Bool.self) { group in
+            group.addTask { [self] in
+                await withCheckedContinuation { continuation in
+                    let done = state.withLock { state -> Bool in
+                        if state.inFlight == 0 { return true }
+                        state.drainWaiters.append(continuation)
+                        return false
+                    }
+                    if done { continuation.resume() }
+                }
+                return true
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return false
+            }
+            let first = await group.next()!
+            group.cancelAll()
+            if !first { wakeDrainWaiters() }
+            return first
+        }
+        return drained
+    }
+
+    /// Stops taking records, flushes what is outstanding (at most `timeout`), stops the polling
+    /// thread and destroys the client. Records still unacknowledged fail with an unknown outcome.
+    public func close(timeout: Duration = .seconds(10)) async {
+        let alreadyClosing = state.withLock { state -> Bool in
+            defer { state.closing = true }
+            return state.closing
+        }
+        let waiters = state.withLock { state -> Deque<CheckedContinuation<Void, any Error>> in
+            defer { state.slotWaiters.removeAll() }
+            return state.slotWaiters
+        }
+        for waiter in waiters { waiter.resume(throwing: KafkaError.closed) }
+        if !alreadyClosing {
+            let flushed = await flush(timeout: timeout)
+            if !flushed { logger.warning("closing the producer with records still unacknowledged") }
+        }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let current = state.withLock { state -> Generation? in
+                if state.liveGenerations == 0 { return nil }
+                state.stopWaiters.append(continuation)
+                return state.generation
+            }
+            if let current { current.retired.store(true, ordering: .releasing) } else { continuation.resume() }
+        }
+    }
+
+    /// ServiceLifecycle: runs until a graceful shutdown (SIGTERM), then flushes and closes.
+    public func run() async throws {
+        try? await gracefulShutdown()
+        await close(timeout: configuration.deliveryTimeout)
+    }
+
+    // MARK: - Producing
+
+    private func produce(_ record: OutgoingRecord, id: UInt, on generation: Generation) -> KafkaError? {
+        var cStrings: [UnsafeMutablePointer<CChar>] = []
+        defer { cStrings.forEach { free($0) } }
+        func cString(_ s: String) -> UnsafeMutablePointer<CChar> {
+            let p = strdup(s)!
+            cStrings.append(p)
+            return p
+        }
+        // Header values and the key are copied by librdkafka (RD_KAFKA_MSG_F_COPY, and headers always).
+        var buffers: [UnsafeMutableRawBufferPointer] = []
+        defer { buffers.forEach { $0.deallocate() } }
+        func copy(_ bytes: [UInt8]) -> UnsafeMutableRawBufferPointer {
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(bytes.count, 1), alignment: 1)
+            bytes.withUnsafeBytes { buffer.copyMemory(from: $0) }
+            buffers.append(buffer)
+            return buffer
+        }
+
+        var vus: [rd_kafka_vu_t] = []
+        vus.append(Self.vu(RD_KAFKA_VTYPE_TOPIC) { $0.cstr = UnsafePointer(cString(record.topic)) })
+        vus.append(Self.vu(RD_KAFKA_VTYPE_MSGFLAGS) { $0.i = RD_KAFKA_MSG_F_COPY })
+        vus.append(Self.vu(RD_KAFKA_VTYPE_OPAQUE) { $0.ptr = UnsafeMutableRawPointer(bitPattern: id) })
+        if let key = record.key {
+            let buffer = copy(key)
+            vus.append(Self.vu(RD_KAFKA_VTYPE_KEY) { $0.mem = .init(ptr: buffer.baseAddress, size: key.count) })
+        }
+        for header in record.headers {
+            let name = cString(header.name)
+            let value = copy(header.value)
+            vus.append(Self.vu(RD_KAFKA_VTYPE_HEADER) {
+                $0.header = .init(name: name, val: value.baseAddress, size: header.value.count)
+            })
+        }
+        let error: OpaquePointer? = record.value.withUnsafeBytes { value in
+            vus.append(Self.vu(RD_KAFKA_VTYPE_VALUE) {
+                $0.mem = .init(ptr: UnsafeMutableRawPointer(mutating: value.baseAddress), size: value.count)
+            })
+            return rd_kafka_produceva(generation.handle.raw, vus, vus.count)
+        }
+        guard let error else { return nil }
+        defer { rd_kafka_error_destroy(error) }
+        let code = rd_kafka_error_code(error)
+        let reason = String(cString: rd_kafka_error_string(error))
+        if code == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE {
+            return .recordTooLarge(size: record.size, limit: configuration.maxRecordSize)
+        }
+        return .deliveryFailed(topic: record.topic, code: code.rawValue, reason: reason)
+    }
+
+    private static func vu(_ type: rd_kafka_vtype_t, _ set: (inout rd_kafka_vu_t.__Unnamed_union_u) -> Void) -> rd_kafka_vu_t {
+        var vu = rd_kafka_vu_t()
+        vu.vtype = type
+        set(&vu.u)
+        return vu
+    }
+
+    // MARK: - In-flight bound
+
+    private func acquireSlot() async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            enum Decision { case go, wait, closed }
+            let decision = state.withLock { state -> Decision in
+                if state.closing { return .closed }
+                if state.inFlight < configuration.maxInFlight {
+                    state.inFlight += 1
+                    return .go
+                }
+                state.slotWaiters.append(continuation)
+                return .wait
+            }
+            switch decision {
+            case .go: continuation.resume()
+            case .closed: continuation.resume(throwing: KafkaError.closed)
+            case .wait: break
+            }
+        }
+        inFlightGauge.record(state.withLock { $0.inFlight })
+    }
+
+    /// Gives a slot to the next waiter, or frees it.
+    private func releaseSlot() {
+        let (waiter, drained) = state.withLock { state -> (CheckedContinuation<Void, any Error>?, [CheckedContinuation<Void, Never>]) in
+            if let waiter = state.slotWaiters.popFirst() { return (waiter, []) }
+            state.inFlight -= 1
+            guard state.inFlight == 0 else { return (nil, []) }
+            defer { state.drainWaiters.removeAll() }
+            return (nil, state.drainWaiters)
+        }
+        waiter?.resume()
+        drained.forEach { $0.resume() }
+    }
+
+    private func wakeDrainWaiters() {
+        let waiters = state.withLock { state in
+            defer { state.drainWaiters.removeAll() }
+            return state.drainWaiters
+        }
+        waiters.forEach { $0.resume() }
+    }
+
+    // MARK: - Polling threads
+
+    private func startPolling(_ generation: Generation) {
+        startThread("kafka-producer-\(generation.number)") { [self] in pollLoop(generation) }
+    }
+
+    /// Serves one generation's delivery reports and logs until it is retired and drained
+    /// (or, if it was replaced, until the delivery timeout has passed), then destroys it.
+    private func pollLoop(_ generation: Generation) {
+        var retiredAt: ContinuousClock.Instant?
+        while true {
+            if let event = rd_kafka_queue_poll(generation.queue.raw, 100) {
+                handle(event, from: generation)
+                rd_kafka_event_destroy(event)
+            }
+            abandonOverdue(now: .now)
+            guard generation.retired.load(ordering: .acquiring) else { continue }
+            let now = ContinuousClock.now
+            retiredAt = retiredAt ?? now
+            if rd_kafka_outq_len(generation.handle.raw) == 0 || now - retiredAt! > hardDeadline { break }
+        }
+        // Anything still queued in this client fails now, through the delivery reports.
+        rd_kafka_purge(generation.handle.raw, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT)
+        while let event = rd_kafka_queue_poll(generation.queue.raw, 0) {
+            handle(event, from: generation)
+            rd_kafka_event_destroy(event)
+        }
+        rd_kafka_queue_destroy(generation.queue.raw)
+        rd_kafka_destroy(generation.handle.raw)
+        let (orphans, stopWaiters) = state.withLock { state in
+            state.liveGenerations -= 1
+            guard state.liveGenerations == 0 else {
+                return ([(CheckedContinuation<DeliveryReport, any Error>, String)](), [CheckedContinuation<Void, Never>]())
+            }
+            // Whatever librdkafka never reported on is unknown: it may or may not be in Kafka.
+            defer {
+                state.pending.removeAll()
+                state.stopWaiters.removeAll()
+            }
+            return (state.pending.values.compactMap { pending in pending.continuation.map { ($0, pending.topic) } }, state.stopWaiters)
+        }
+        for (continuation, topic) in orphans {
+            continuation.resume(throwing: KafkaError.deliveryTimedOut(topic: topic, after: configuration.deliveryTimeout, outcomeUnknown: true))
+        }
+        stopWaiters.forEach { $0.resume() }
+    }
+
+    /// Replaces a fenced or fatally failed client with a new one, once per generation.
+    private func replace(_ failed: Generation, reason: String) {
+        let next = state.withLock { state -> Generation? in
+            guard state.generation === failed, !state.closing else { return nil }
+            guard let handle = try? Self.makeClient(configuration) else { return nil }
+            state.generation = Generation(number: failed.number + 1, handle: handle)
+            state.liveGenerations += 1
+            return state.generation
+        }
+        guard let next else { return }
+        logger.warning("replacing the Kafka producer client: \(reason)", metadata: ["generation": "\(next.number)"])
+        Counter(label: "smarthost_kafka_producer_replaced_total").increment()
+        failed.retired.store(true, ordering: .releasing)
+        startPolling(next)
+    }
+
+    private func handle(_ event: OpaquePointer, from generation: Generation) {
+        guard rd_kafka_event_type(event) == RD_KAFKA_EVENT_DR else {
+            if rd_kafka_event_type(event) == RD_KAFKA_EVENT_ERROR, rd_kafka_event_error_is_fatal(event) != 0 {
+                replace(generation, reason: String(cString: rd_kafka_event_error_string(event)))
+            }
+            _ = LogBridge.handle(event, logger: logger)
+            return
+        }
+        while let message = rd_kafka_event_message_next(event) {
+            let id = UInt(bitPattern: message.pointee._private)
+            let topic = String(cString: rd_kafka_topic_name(message.pointee.rkt))
+            let result: Result<DeliveryReport, KafkaError>
+            switch message.pointee.err {
+            case RD_KAFKA_RESP_ERR_NO_ERROR:
+                result = .success(DeliveryReport(topic: topic, partition: message.pointee.partition, offset: message.pointee.offset))
+            case RD_KAFKA_RESP_ERR__MSG_TIMED_OUT:
+                result = .failure(.deliveryTimedOut(topic: topic, after: configuration.deliveryTimeout, outcomeUnknown: false))
+            case let code:
+                if Self.fencingErrors.contains(code) {
+                    replace(generation, reason: KafkaError.errorName(code))
+                }
+                result = .failure(.deliveryFailed(topic: topic, code: code.rawValue, reason: KafkaError.errorName(code)))
+            }
+            complete(id: id, result: result)
+        }
+    }
+
+    private func complete(id: UInt, result: Result<DeliveryReport, KafkaError>) {
+        let pending = state.withLock { $0.pending.removeValue(forKey: id) }
+        releaseSlot()
+        guard let pending, let continuation = pending.continuation else { return }  // caller gave up already
+        ackTimer.recordNanoseconds((ContinuousClock.now - pending.started).nanoseconds)
+        switch result {
+        case .success: Self.count(.acknowledged)
+        case .failure(.deliveryTimedOut): Self.count(.timedOut)
+        case .failure: Self.count(.failed)
+        }
+        continuation.resume(with: result.mapError { $0 as any Error })
+    }
+
+    /// Fails callers whose record librdkafka has not reported on by the hard deadline.
+    private func abandonOverdue(now: ContinuousClock.Instant) {
+        let overdue = state.withLock { state -> [(CheckedContinuation<DeliveryReport, any Error>, String)] in
+            var overdue: [(CheckedContinuation<DeliveryReport, any Error>, String)] = []
+            while let first = state.deadlines.first, first.deadline <= now {
+                state.deadlines.removeFirst()
+                if let continuation = state.pending[first.id]?.continuation {
+                    state.pending[first.id]?.continuation = nil
+                    overdue.append((continuation, state.pending[first.id]!.topic))
+                }
+            }
+            return overdue
+        }
+        for (continuation, topic) in overdue {
+            Self.count(.timedOut)
+            continuation.resume(throwing: KafkaError.deliveryTimedOut(topic: topic, after: configuration.deliveryTimeout, outcomeUnknown: true))
+        }
+    }
+
+    /// Errors after which this producer id cannot write again: only a new client helps.
+    private static let fencingErrors: Set<rd_kafka_resp_err_t> = [
+        RD_KAFKA_RESP_ERR_PRODUCER_FENCED, RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH, RD_KAFKA_RESP_ERR__FATAL,
+    ]
+
+    private enum Outcome: String { case acknowledged, timedOut = "timed_out", failed, rejected }
+
+    private static func count(_ outcome: Outcome) {
+        Counter(label: "smarthost_kafka_produced_total", dimensions: [("result", outcome.rawValue)]).increment()
+    }
+}
+
+extension Duration {
+    var nanoseconds: Int64 {
+        components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000
+    }
+}

@@ -1,0 +1,76 @@
+import DequeModule
+
+/// Decides which offsets a consumer may commit: per partition, everything below the first
+/// record handed out and not yet marked done. Records marked done out of order wait for the
+/// gap below them to close, so a commit never passes a record that is not durably handled.
+struct OffsetTracker {
+    private struct PartitionState {
+        /// Offsets handed out and not yet part of the committable prefix, in offset order.
+        var outstanding: Deque<Int64> = []
+        /// Offsets among `outstanding` already marked done.
+        var done: Set<Int64> = []
+        /// The first offset handed out: committing it would say nothing new.
+        let start: Int64
+        var nextCommit: Int64
+        var committed: Int64?
+    }
+
+    private var partitions: [TopicPartition: PartitionState] = [:]
+
+    /// Records that `offset` of `partition` is now the caller's to handle. Offsets arrive in
+    /// increasing order per partition, as Kafka delivers them.
+    mutating func handedOut(_ partition: TopicPartition, offset: Int64) {
+        partitions[partition, default: PartitionState(start: offset, nextCommit: offset)].outstanding.append(offset)
+    }
+
+    /// Marks a handed-out record done. Returns false (and changes nothing) for a record this
+    /// tracker does not hold: never handed out, already done, or of a revoked partition.
+    @discardableResult
+    mutating func markDone(_ partition: TopicPartition, offset: Int64) -> Bool {
+        guard var state = partitions[partition], Self.contains(state.outstanding, offset), !state.done.contains(offset) else {
+            return false
+        }
+        state.done.insert(offset)
+        while let first = state.outstanding.first, state.done.remove(first) != nil {
+            state.outstanding.removeFirst()
+            state.nextCommit = first + 1
+        }
+        partitions[partition] = state
+        return true
+    }
+
+    /// The offsets to commit now: the next offset to read, for partitions that moved since
+    /// their last commit.
+    func committable() -> [TopicPartition: Int64] {
+        var result: [TopicPartition: Int64] = [:]
+        for (partition, state) in partitions where state.nextCommit != (state.committed ?? state.start) {
+            result[partition] = state.nextCommit
+        }
+        return result
+    }
+
+    mutating func markCommitted(_ offsets: [TopicPartition: Int64]) {
+        for (partition, offset) in offsets {
+            partitions[partition]?.committed = offset
+        }
+    }
+
+    /// Drops partitions the group took away; records of theirs marked done later are ignored.
+    mutating func forget(_ revoked: some Sequence<TopicPartition>) {
+        for partition in revoked { partitions[partition] = nil }
+    }
+
+    /// Records handed out and not yet done, over all partitions.
+    var outstandingCount: Int {
+        partitions.values.reduce(0) { $0 + $1.outstanding.count - $1.done.count }
+    }
+
+    private static func contains(_ sorted: Deque<Int64>, _ offset: Int64) -> Bool {
+        var low = 0, high = sorted.count
+        while low < high {
+            let mid = (low + high) / 2
+            if sorted[mid] < offset { low = mid + 1 } else { high = mid }
+        }
+        return low < sorted.count && sorted[low] == offset
+    }
+}

@@ -1,0 +1,29 @@
+/// Kafka's rules for topic names, checked before anything reaches the broker.
+public enum TopicName {
+    public static let maximumLength = 249
+
+    public static func validate(_ name: String) throws(KafkaError) {
+        if name.isEmpty { throw .invalidTopicName(name, reason: "it is empty") }
+        if name == "." || name == ".." { throw .invalidTopicName(name, reason: "\".\" and \"..\" are reserved") }
+        if name.utf8.count > maximumLength {
+            throw .invalidTopicName(String(name.prefix(40)) + "…", reason: "it is longer than \(maximumLength) characters")
+        }
+        if let bad = name.unicodeScalars.first(where: { !isAllowed($0) }) {
+            let code = "U+" + String(bad.value, radix: 16, uppercase: true).leftPadded(to: 4)
+            throw .invalidTopicName(name, reason: "character \(code) is not allowed; use A-Z a-z 0-9 . _ -")
+        }
+    }
+
+    static func isAllowed(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar {
+        case "a"..."z", "A"..."Z", "0"..."9", ".", "_", "-": return true
+        default: return false
+        }
+    }
+}
+
+extension String {
+    func leftPadded(to width: Int) -> String {
+        String(repeating: "0", count: max(0, width - count)) + self
+    }
+}

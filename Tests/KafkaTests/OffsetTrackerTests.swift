@@ -1,0 +1,70 @@
+import Testing
+@testable import Kafka
+
+@Suite struct OffsetTrackerTests {
+    let p0 = TopicPartition(topic: "t", partition: 0)
+    let p1 = TopicPartition(topic: "t", partition: 1)
+
+    @Test func nothingIsCommittableUntilSomethingIsDone() {
+        var tracker = OffsetTracker()
+        for offset in 10...14 { tracker.handedOut(p0, offset: Int64(offset)) }
+        #expect(tracker.committable().isEmpty)
+        #expect(tracker.outstandingCount == 5)
+    }
+
+    @Test func commitsOnlyTheContiguousDonePrefix() {
+        var tracker = OffsetTracker()
+        for offset in 0..<10 { tracker.handedOut(p0, offset: Int64(offset)) }
+        #expect(markDone(&tracker, p0, offset: 0))
+        #expect(markDone(&tracker, p0, offset: 1))
+        #expect(markDone(&tracker, p0, offset: 5))  // above the gap at 2
+        #expect(tracker.committable() == [p0: 2])
+        #expect(markDone(&tracker, p0, offset: 2))
+        #expect(markDone(&tracker, p0, offset: 3))
+        #expect(markDone(&tracker, p0, offset: 4))
+        #expect(tracker.committable() == [p0: 6])  // 5 was already done
+    }
+
+    @Test func allDoneCommitsPastTheLastRecordEvenWithOffsetGaps() {
+        var tracker = OffsetTracker()
+        for offset in [3, 7, 8] { tracker.handedOut(p0, offset: Int64(offset)) }  // compacted or transaction markers
+        for offset in [8, 3, 7] { #expect(markDone(&tracker, p0, offset: Int64(offset))) }
+        #expect(tracker.committable() == [p0: 9])
+        #expect(tracker.outstandingCount == 0)
+    }
+
+    @Test func committedOffsetsAreNotOfferedAgain() {
+        var tracker = OffsetTracker()
+        tracker.handedOut(p0, offset: 0)
+        tracker.handedOut(p1, offset: 0)
+        tracker.markDone(p0, offset: 0)
+        tracker.markDone(p1, offset: 0)
+        tracker.markCommitted([p0: 1])
+        #expect(tracker.committable() == [p1: 1])
+    }
+
+    @Test func recordsItDoesNotHoldAreRefused() {
+        var tracker = OffsetTracker()
+        tracker.handedOut(p0, offset: 5)
+        #expect(!markDone(&tracker, p0, offset: 4))   // never handed out
+        #expect(!markDone(&tracker, p1, offset: 5))   // unknown partition
+        #expect(markDone(&tracker, p0, offset: 5))
+        #expect(!markDone(&tracker, p0, offset: 5))   // already done
+        #expect(tracker.committable() == [p0: 6])
+    }
+
+    @Test func revokedPartitionsAreForgottenAndLateMarksIgnored() {
+        var tracker = OffsetTracker()
+        tracker.handedOut(p0, offset: 0)
+        tracker.handedOut(p1, offset: 0)
+        tracker.forget([p0])
+        #expect(!markDone(&tracker, p0, offset: 0))
+        #expect(markDone(&tracker, p1, offset: 0))
+        #expect(tracker.committable() == [p1: 1])
+    }
+}
+
+/// `#expect` cannot take a mutating call; this forwards one.
+private func markDone(_ tracker: inout OffsetTracker, _ partition: TopicPartition, offset: Int64) -> Bool {
+    tracker.markDone(partition, offset: offset)
+}
