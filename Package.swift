@@ -59,12 +59,19 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
-        .testTarget(name: "KafkaTests", dependencies: ["Kafka", "TestSupport", "Observability"]),
+        .testTarget(name: "KafkaTests", dependencies: [
+            "Kafka", "TestSupport",
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "RedisTests", dependencies: [
             "Redis", "TestSupport",
             .product(name: "NIOEmbedded", package: "swift-nio"),
         ]),
         .testTarget(name: "ConfigTests", dependencies: ["SmarthostConfig"]),
         .testTarget(name: "ObservabilityTests", dependencies: ["Observability"]),
+        .testTarget(name: "TestSupportTests", dependencies: ["TestSupport"]),
+        // Runs the built `smarthost` binary as an operator would.
+        .testTarget(name: "SmarthostCLITests", dependencies: ["TestSupport", "Kafka"]),
     ]
 )

@@ -5,6 +5,11 @@ import Logging
 public struct TopicDescription: Sendable, Equatable {
     public var name: String
     public var partitions: Int
+
+    public init(name: String, partitions: Int) {
+        self.name = name
+        self.partitions = partitions
+    }
 }
 
 /// Topic creation and inspection, for setup, the local cluster and tests.

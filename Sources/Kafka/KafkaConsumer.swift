@@ -111,7 +111,7 @@ public final class KafkaConsumer: Sendable, Service {
     public func nextBatch(max: Int) async -> [ConsumedRecord] {
         while true {
             let (batch, finished, wakeThread) = state.withLock { state -> ([ConsumedRecord], Bool, Bool) in
-                let count = min(max, state.buffer.count)
+                let count = min(Swift.max(max, 1), state.buffer.count)
                 let batch = Array(state.buffer.prefix(count))
                 state.buffer.removeFirst(count)
                 // Resume fetching once the caller has worked the buffer down to half.

@@ -88,6 +88,11 @@ public final class KafkaProducer: Sendable, Service {
         var closing = false
         var generation: Generation
         var liveGenerations = 0
+        /// Per generation number: sends between choosing that client and `produceva` returning.
+        /// Its thread destroys the client only when none are left.
+        var producing: [Int: Int] = [:]
+        /// Generations whose client is destroyed (or about to be); no send may choose them.
+        var finished: Set<Int> = []
         var drainWaiters: [CheckedContinuation<Void, Never>] = []
         var stopWaiters: [CheckedContinuation<Void, Never>] = []
     }
@@ -134,14 +139,23 @@ public final class KafkaProducer: Sendable, Service {
         }
         return try await withCheckedThrowingContinuation { continuation in
             // Register before producing: the delivery report can arrive before produceva returns.
-            let (id, generation) = state.withLock { state -> (UInt, Generation) in
+            let chosen = state.withLock { state -> (UInt, Generation)? in
+                guard !state.finished.contains(state.generation.number) else { return nil }
                 let id = state.nextID
                 state.nextID += 1
                 state.pending[id] = Pending(continuation: continuation, topic: record.topic, started: started)
                 state.deadlines.append((id, started + hardDeadline))
+                state.producing[state.generation.number, default: 0] += 1
                 return (id, state.generation)
             }
-            if let error = produce(record, id: id, on: generation) {
+            guard let (id, generation) = chosen else {
+                releaseSlot()
+                continuation.resume(throwing: KafkaError.closed)
+                return
+            }
+            let error = produce(record, id: id, on: generation)
+            state.withLock { $0.producing[generation.number]! -= 1 }
+            if let error {
                 let waiting = state.withLock { $0.pending.removeValue(forKey: id)?.continuation }
                 releaseSlot()
                 Self.count(.rejected)
@@ -164,7 +178,8 @@ public final class KafkaProducer: Sendable, Service {
                     }
                     if done { continuation.resume() }
                 }
-                return true
+                // Another flush that timed out wakes every waiter: say what is true now.
+                return state.withLock { $0.inFlight == 0 }
             }
             group.addTask {
                 try? await Task.sleep(for: timeout)
@@ -331,7 +346,13 @@ public final class KafkaProducer: Sendable, Service {
             guard generation.retired.load(ordering: .acquiring) else { continue }
             let now = ContinuousClock.now
             retiredAt = retiredAt ?? now
-            if rd_kafka_outq_len(generation.handle.raw) == 0 || now - retiredAt! > hardDeadline { break }
+            let done = state.withLock { state -> Bool in
+                guard state.producing[generation.number, default: 0] == 0,
+                      rd_kafka_outq_len(generation.handle.raw) == 0 || now - retiredAt! > hardDeadline else { return false }
+                state.finished.insert(generation.number)
+                return true
+            }
+            if done { break }
         }
         // Anything still queued in this client fails now, through the delivery reports.
         rd_kafka_purge(generation.handle.raw, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT)

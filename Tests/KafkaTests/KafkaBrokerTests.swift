@@ -1,4 +1,6 @@
 import Foundation
+import Logging
+import ServiceLifecycle
 import Testing
 import TestSupport
 @testable import Kafka
@@ -37,6 +39,18 @@ struct KafkaBrokerTests {
             }
             return records
         }
+    }
+
+    /// Creates `topic` and fills it with `count` small records keyed k0, k1, ...
+    func fill(_ broker: TansuBroker, topic: String, partitions: Int, count: Int) async throws -> [DeliveryReport] {
+        try await KafkaAdmin(bootstrapServers: [broker.bootstrap]).createTopic(topic, partitions: partitions)
+        let producer = try KafkaProducer(configuration: producerConfiguration(broker))
+        var reports: [DeliveryReport] = []
+        for index in 0..<count {
+            reports.append(try await producer.send(OutgoingRecord(topic: topic, key: Array("k\(index)".utf8), value: Array("v\(index)".utf8))))
+        }
+        await producer.close()
+        return reports
     }
 
     func position(_ record: ConsumedRecord) -> String {
@@ -100,14 +114,7 @@ struct KafkaBrokerTests {
     @Test func aRestartedConsumerGetsWhatWasNotDoneAndNothingItCommitted() async throws {
         let broker = try TansuBroker()
         defer { broker.stop() }
-        let admin = try KafkaAdmin(bootstrapServers: [broker.bootstrap])
-        try await admin.createTopic("partial", partitions: 3)
-        let producer = try KafkaProducer(configuration: producerConfiguration(broker))
-        var reports: [DeliveryReport] = []
-        for index in 0..<300 {
-            reports.append(try await producer.send(OutgoingRecord(topic: "partial", key: Array("k\(index)".utf8), value: Array("v\(index)".utf8))))
-        }
-        await producer.close()
+        let reports = try await fill(broker, topic: "partial", partitions: 3, count: 300)
 
         // Done: offsets below 40 of each partition, and two records above a gap (50, 51).
         let isDone: (Int64) -> Bool = { $0 < 40 || $0 == 50 || $0 == 51 }
@@ -120,7 +127,7 @@ struct KafkaBrokerTests {
         await first.close()
 
         // The commit stops at the gap: 50 and 51 come again (at least once), nothing below 40 does.
-        let expected = Set(reports.filter { $0.offset >= 40 }.map { TopicPartition(topic: $0.topic, partition: $0.partition).description + "@\($0.offset)" })
+        let expected = Set(reports.filter { $0.offset >= 40 }.map { "\(TopicPartition(topic: $0.topic, partition: $0.partition))@\($0.offset)" })
         let second = try KafkaConsumer(configuration: consumerConfiguration(broker, group: "partial", topics: ["partial"]))
         let secondRead = try await read(second, count: expected.count)
         await second.close()
@@ -133,13 +140,7 @@ struct KafkaBrokerTests {
     @Test func aRebalanceNeverCommitsRecordsThatAreNotDone() async throws {
         let broker = try TansuBroker()
         defer { broker.stop() }
-        let admin = try KafkaAdmin(bootstrapServers: [broker.bootstrap])
-        try await admin.createTopic("rebalance", partitions: 4)
-        let producer = try KafkaProducer(configuration: producerConfiguration(broker))
-        for index in 0..<200 {
-            _ = try await producer.send(OutgoingRecord(topic: "rebalance", key: Array("k\(index)".utf8), value: Array("v\(index)".utf8)))
-        }
-        await producer.close()
+        _ = try await fill(broker, topic: "rebalance", partitions: 4, count: 200)
 
         // The first member reads everything and marks only the first half of what it read done.
         let first = try KafkaConsumer(configuration: consumerConfiguration(broker, group: "rebalance", topics: ["rebalance"]))
@@ -280,12 +281,8 @@ struct KafkaBrokerTests {
     @Test func aSlowReaderPausesFetchingAndLosesNothing() async throws {
         let broker = try TansuBroker()
         defer { broker.stop() }
-        let producer = try KafkaProducer(configuration: producerConfiguration(broker))
         let count = 500
-        for index in 0..<count {
-            _ = try await producer.send(OutgoingRecord(topic: "slow", key: Array("\(index)".utf8), value: Array("v\(index)".utf8)))
-        }
-        await producer.close()
+        _ = try await fill(broker, topic: "slow", partitions: 4, count: count)
 
         var configuration = consumerConfiguration(broker, group: "slow", topics: ["slow"])
         configuration.bufferCapacity = 20
@@ -306,7 +303,7 @@ struct KafkaBrokerTests {
         try await consumer.commit()
         await consumer.close()
         #expect(keys.count == count)
-        #expect(Set(keys) == Set((0..<count).map { "\($0)" }))
+        #expect(Set(keys) == Set((0..<count).map { "k\($0)" }))
     }
 
     @Test func closeFlushesEveryOutstandingRecord() async throws {
@@ -328,6 +325,40 @@ struct KafkaBrokerTests {
         #expect(acknowledged > 0)
         await #expect(throws: KafkaError.closed) {
             _ = try await producer.send(OutgoingRecord(topic: "flush", value: []))
+        }
+    }
+}
+
+/// The clients as ServiceLifecycle services: a graceful shutdown (what SIGTERM triggers in a
+/// node) flushes the producer and closes the consumer.
+@Suite(.timeLimit(.minutes(2)))
+struct KafkaServiceLifecycleTests {
+    @Test func gracefulShutdownFlushesTheProducerAndClosesTheConsumer() async throws {
+        let broker = try TansuBroker()
+        defer { broker.stop() }
+        let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(bootstrapServers: [broker.bootstrap]))
+        var consumerConfiguration = KafkaConsumerConfiguration(bootstrapServers: [broker.bootstrap], groupID: "lifecycle", topics: ["lifecycle"])
+        consumerConfiguration.sessionTimeout = .seconds(6)
+        let consumer = try KafkaConsumer(configuration: consumerConfiguration)
+        let group = ServiceGroup(configuration: .init(services: [producer, consumer], logger: Logger(label: "test")))
+
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            let sends = (0..<50).map { index in
+                Task { try await producer.send(OutgoingRecord(topic: "lifecycle", value: Array("\(index)".utf8))) }
+            }
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()  // the group returns only after both services finished
+            for send in sends {
+                if case .failure(let error) = await send.result {
+                    #expect(error as? KafkaError == .closed, "a send that got in before the shutdown failed: \(error)")
+                }
+            }
+        }
+        #expect(await consumer.nextBatch(max: 1).isEmpty, "a closed consumer returns nothing")
+        await #expect(throws: KafkaError.closed) { try await consumer.commit() }
+        await #expect(throws: KafkaError.closed) {
+            _ = try await producer.send(OutgoingRecord(topic: "lifecycle", value: []))
         }
     }
 }

@@ -1,0 +1,91 @@
+import ArgumentParser
+import Foundation
+import Kafka
+import SmarthostConfig
+
+@main
+struct Smarthost: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "smarthost",
+        abstract: "A node of the smarthost cluster, and the tools to prepare one.",
+        subcommands: [CheckConfig.self, Topics.self, Version.self])
+}
+
+/// `--config FILE`, loaded and validated; a bad file stops the command with every error in it.
+struct ConfigFileOption: ParsableArguments {
+    @Option(name: .long, help: "The cluster configuration file (YAML; see docs/configuration.md).")
+    var config: String
+
+    func load() throws -> SmarthostConfiguration {
+        do {
+            return try SmarthostConfiguration.load(path: config)
+        } catch {
+            printError(error.description)
+            throw ExitCode(2)
+        }
+    }
+}
+
+struct CheckConfig: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check-config", abstract: "Validate a configuration file and summarise it.")
+
+    @OptionGroup var file: ConfigFileOption
+
+    func run() throws {
+        let configuration = try file.load()
+        print("\(file.config): ok")
+        print("  node \(configuration.node.id), Kafka \(configuration.kafka.brokers.map(\.description).joined(separator: ",")), Redis \(configuration.redis.address)")
+        print("  \(configuration.tenants.count) tenants: " + configuration.tenants.keys.sorted().map { configuration.kafka.tenantTopic(for: $0) }.joined(separator: " "))
+        print("  \(configuration.pools.count) pools, \(configuration.trafficClasses.count) traffic classes, \(configuration.routes.count) routes, \(configuration.limits.count) limits")
+    }
+}
+
+struct Topics: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create the events topic and every tenant's topic that does not exist yet, then list the topics.")
+
+    @OptionGroup var file: ConfigFileOption
+
+    @Option(help: "Partitions of each topic created (delivery nodes share a tenant's partitions).")
+    var partitions = 6
+
+    @Option(help: "Replication factor of each topic created.")
+    var replicationFactor = 1
+
+    func validate() throws {
+        guard (1...10_000).contains(partitions) else { throw ValidationError("--partitions must be between 1 and 10000") }
+        guard (1...16).contains(replicationFactor) else { throw ValidationError("--replication-factor must be between 1 and 16") }
+    }
+
+    func run() async throws {
+        let configuration = try file.load()
+        let admin = try KafkaAdmin(bootstrapServers: configuration.kafka.brokers.map(\.description))
+        let wanted = [configuration.kafka.eventsTopic] + configuration.tenants.keys.sorted().map { configuration.kafka.tenantTopic(for: $0) }
+        for topic in wanted {
+            try await admin.createTopic(topic, partitions: partitions, replicationFactor: replicationFactor)
+        }
+        for topic in try await admin.topics() where wanted.contains(topic.name) {
+            print("\(topic.name)\t\(topic.partitions) partitions")
+        }
+    }
+}
+
+struct Version: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the versions of the C libraries this binary loaded; fail if librdkafka is too old.")
+
+    func run() throws {
+        print("librdkafka \(LibraryVersion.linkedString) (at least \(LibraryVersion.minimumString) required)")
+        do {
+            try LibraryVersion.check()
+        } catch {
+            printError(error.description)
+            throw ExitCode.failure
+        }
+    }
+}
+
+func printError(_ message: String) {
+    FileHandle.standardError.write(Data((message + "\n").utf8))
+}
