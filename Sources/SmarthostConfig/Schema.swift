@@ -1,0 +1,446 @@
+import Yams
+
+/// The schema: which keys each section has, their types, defaults and bounds, and the checks across
+/// sections. docs/configuration.md documents every key; keep the two in step.
+extension SchemaReader {
+    typealias Configuration = SmarthostConfiguration
+
+    /// Named settings (pools, traffic classes, tenants) and the names declared, which other sections
+    /// may refer to. `names` is nil when the section itself is unusable, so that references to it are
+    /// not reported as well.
+    struct Named<Value> {
+        var values: [String: Value] = [:]
+        var names: Set<String>? = []
+    }
+
+    static let sections = [
+        "node", "kafka", "redis", "pools", "traffic_classes", "tenants", "routes", "delivery", "limits",
+    ]
+
+    func configuration(_ root: Node?) -> SmarthostConfiguration? {
+        let expected = "a map of sections (\(Self.sections.joined(separator: ", ")))"
+        guard let root else {
+            report(nil as TextPosition?, KeyPath(), "expected \(expected), got an empty file")
+            return nil
+        }
+        guard let top = fields(root, KeyPath(), known: Self.sections, expected: expected) else { return nil }
+        let node = required(top, "node").flatMap { nodeSettings($0, top.path("node")) }
+        let kafka = required(top, "kafka").flatMap { kafkaSettings($0, top.path("kafka")) }
+        let redis = required(top, "redis").flatMap { redisSettings($0, top.path("redis")) }
+        let pools = top["pools"].map { self.pools($0, top.path("pools")) } ?? Named()
+        let classes = trafficClasses(top["traffic_classes"], top.path("traffic_classes"))
+        let tenants = required(top, "tenants").map {
+            self.tenants($0, top.path("tenants"), pools: pools.names, classes: classes.names,
+                         maxRecordSize: kafka?.maxRecordSize)
+        }
+        let routes = top["routes"].map { self.routes($0, top.path("routes")) } ?? []
+        let delivery = top["delivery"].flatMap { self.delivery($0, top.path("delivery")) }
+            ?? Configuration.DeliverySettings()
+        let limits = top["limits"].map {
+            self.limits($0, top.path("limits"), pools: pools.names, tenants: tenants?.names)
+        } ?? []
+        guard diagnostics.isEmpty, let node, let kafka, let redis, let tenants else { return nil }
+        return SmarthostConfiguration(node: node, kafka: kafka, redis: redis, pools: pools.values,
+                                      trafficClasses: classes.values, tenants: tenants.values, routes: routes,
+                                      delivery: delivery, limits: limits)
+    }
+
+    // MARK: node
+
+    private func nodeSettings(_ node: Node, _ path: KeyPath) -> Configuration.NodeSettings? {
+        let before = diagnostics.count
+        guard let fields = fields(node, path, known: ["id", "log_level", "log_format", "admin_listen", "spool_dir"])
+        else { return nil }
+        let id = required(fields, "id").flatMap {
+            name($0, fields.path("id"), expected: "a node id matching [A-Za-z0-9._-]{1,64}", maximumLength: 64,
+                 first: Names.isTopicCharacter, rest: Names.isTopicCharacter)
+        }
+        let logLevel: Configuration.LogLevel? = optional(fields, "log_level", choice)
+        let logFormat: Configuration.LogFormat? = optional(fields, "log_format", choice)
+        let adminListen = optional(fields, "admin_listen", hostPort)
+        let spoolDirectory = optional(fields, "spool_dir") {
+            name($0, $1, expected: "an absolute path such as /var/spool/smarthost", maximumLength: 1024,
+                 first: { $0 == "/" }, rest: { $0.value >= 0x20 && $0.value != 0x7F })
+        }
+        guard diagnostics.count == before, let id else { return nil }
+        var settings = Configuration.NodeSettings(id: id)
+        settings.logLevel = logLevel ?? settings.logLevel
+        settings.logFormat = logFormat ?? settings.logFormat
+        settings.adminListen = adminListen ?? settings.adminListen
+        settings.spoolDirectory = spoolDirectory ?? settings.spoolDirectory
+        return settings
+    }
+
+    // MARK: kafka
+
+    /// librdkafka properties that other settings set, or that the product's guarantees fix.
+    static let managedClientOptions: [String: String] = [
+        "bootstrap.servers": "is set from kafka.brokers; remove it here",
+        "metadata.broker.list": "is set from kafka.brokers; remove it here",
+        "group.id": "is set from kafka.consumer_group; remove it here",
+        "session.timeout.ms": "is set from kafka.session_timeout; remove it here",
+        "topic.metadata.refresh.interval.ms": "is set from kafka.metadata_refresh; remove it here",
+        "message.timeout.ms": "is set from kafka.delivery_timeout; remove it here",
+        "delivery.timeout.ms": "is set from kafka.delivery_timeout; remove it here",
+        "message.max.bytes": "is set from kafka.max_record_size; remove it here",
+        "acks": "cannot be changed: ingress nodes answer 250 only after all in-sync replicas have the message",
+        "request.required.acks":
+            "cannot be changed: ingress nodes answer 250 only after all in-sync replicas have the message",
+        "enable.idempotence": "cannot be changed: the ingress producer must be idempotent",
+        "enable.auto.commit":
+            "cannot be changed: delivery nodes commit offsets only after the message is in their spool",
+        "enable.auto.offset.store":
+            "cannot be changed: delivery nodes commit offsets only after the message is in their spool",
+    ]
+
+    private func kafkaSettings(_ node: Node, _ path: KeyPath) -> Configuration.KafkaSettings? {
+        let before = diagnostics.count
+        guard let fields = fields(node, path, known: [
+            "brokers", "topic_prefix", "events_topic", "delivery_timeout", "max_in_flight", "max_record_size",
+            "consumer_group", "session_timeout", "metadata_refresh", "client_options",
+        ]) else { return nil }
+        let brokers = required(fields, "brokers").flatMap { brokerList($0, fields.path("brokers")) }
+        let prefix = optional(fields, "topic_prefix") {
+            name($0, $1, expected: "a topic prefix matching [A-Za-z0-9._-]{1,200}", maximumLength: 200,
+                 first: Names.isTopicCharacter, rest: Names.isTopicCharacter)
+        }
+        var settings = Configuration.KafkaSettings(brokers: brokers ?? [], topicPrefix: prefix ?? "smarthost")
+        if let eventsNode = fields["events_topic"], let topic = name(
+            eventsNode, fields.path("events_topic"), expected: "a topic name matching [A-Za-z0-9._-]{1,249}",
+            maximumLength: 249, first: Names.isTopicCharacter, rest: Names.isTopicCharacter) {
+            if fields["topic_prefix"] == nil || prefix != nil, topic.hasPrefix(settings.topicPrefix + ".") {
+                report(eventsNode, fields.path("events_topic"),
+                       "expected a topic name that does not start with \"\(settings.topicPrefix).\" (delivery nodes "
+                       + "consume every topic matching \(settings.tenantTopicPattern)), got \(describe(eventsNode))")
+            }
+            settings.eventsTopic = topic
+        }
+        settings.deliveryTimeout = optional(fields, "delivery_timeout") {
+            duration($0, $1, .seconds(1) ... .seconds(300))
+        } ?? settings.deliveryTimeout
+        settings.maxInFlight = optional(fields, "max_in_flight") { integer($0, $1, 1...1_000_000) }
+            ?? settings.maxInFlight
+        settings.maxRecordSize = optional(fields, "max_record_size") {
+            byteSize($0, $1, .kibibytes(64) ... .gibibytes(1))
+        } ?? settings.maxRecordSize
+        settings.consumerGroup = optional(fields, "consumer_group") {
+            name($0, $1, expected: "a consumer group matching [A-Za-z0-9._-]{1,249}", maximumLength: 249,
+                 first: Names.isTopicCharacter, rest: Names.isTopicCharacter)
+        } ?? settings.consumerGroup
+        settings.sessionTimeout = optional(fields, "session_timeout") {
+            duration($0, $1, .seconds(1) ... .seconds(300))
+        } ?? settings.sessionTimeout
+        settings.metadataRefresh = optional(fields, "metadata_refresh") {
+            duration($0, $1, .seconds(1) ... .seconds(3_600))
+        } ?? settings.metadataRefresh
+        settings.clientOptions = optional(fields, "client_options", clientOptions) ?? [:]
+        return diagnostics.count == before ? settings : nil
+    }
+
+    private func brokerList(_ node: Node, _ path: KeyPath) -> [HostPort]? {
+        let expected = "a non-empty list of host:port addresses"
+        guard let nodes = list(node, path, expected: expected) else { return nil }
+        guard !nodes.isEmpty else {
+            report(node, path, "expected \(expected), got an empty list")
+            return nil
+        }
+        return nodes.enumerated().compactMap { index, element in hostPort(element, path[index]) }
+    }
+
+    private func clientOptions(_ node: Node, _ path: KeyPath) -> [String: String]? {
+        guard let entries = entries(node, path, expected: "a map of librdkafka properties to strings") else {
+            return nil
+        }
+        var options: [String: String] = [:]
+        for entry in entries {
+            guard Names.matches(entry.key, maximumLength: 128, first: Names.isTopicCharacter,
+                                rest: Names.isTopicCharacter) else {
+                report(entry.keyNode, entry.path,
+                       "expected a librdkafka property name such as security.protocol, got \(describe(entry.keyNode))")
+                continue
+            }
+            if let reason = Self.managedClientOptions[entry.key] {
+                report(entry.keyNode, entry.path, reason)
+                continue
+            }
+            options[entry.key] = text(entry.value, entry.path, expected: "a string")
+        }
+        return options
+    }
+
+    // MARK: redis
+
+    private func redisSettings(_ node: Node, _ path: KeyPath) -> Configuration.RedisSettings? {
+        let before = diagnostics.count
+        guard let fields = fields(node, path, known: [
+            "address", "pool_size", "connect_timeout", "command_timeout", "key_prefix", "password", "database",
+        ]) else { return nil }
+        let address = required(fields, "address").flatMap { hostPort($0, fields.path("address")) }
+        let poolSize = optional(fields, "pool_size") { integer($0, $1, 1...64) }
+        let timeouts = Duration.milliseconds(10) ... .seconds(60)
+        let connectTimeout = optional(fields, "connect_timeout") { duration($0, $1, timeouts) }
+        let commandTimeout = optional(fields, "command_timeout") { duration($0, $1, timeouts) }
+        let keyPrefix = optional(fields, "key_prefix") {
+            let printable: (Unicode.Scalar) -> Bool = { (0x21...0x7E).contains($0.value) }
+            return name($0, $1, expected: "a key prefix of 1 to 64 printable ASCII characters without spaces",
+                        maximumLength: 64, first: printable, rest: printable)
+        }
+        let password = optional(fields, "password") { node, path in
+            name(node, path, expected: "a non-empty password (leave the key out for none)", maximumLength: 1024,
+                 first: { _ in true }, rest: { _ in true })
+        }
+        let database = optional(fields, "database") { integer($0, $1, 0...15) }
+        guard diagnostics.count == before, let address else { return nil }
+        var settings = Configuration.RedisSettings(address: address, password: password)
+        settings.poolSize = poolSize ?? settings.poolSize
+        settings.connectTimeout = connectTimeout ?? settings.connectTimeout
+        settings.commandTimeout = commandTimeout ?? settings.commandTimeout
+        settings.keyPrefix = keyPrefix ?? settings.keyPrefix
+        settings.database = database ?? settings.database
+        return settings
+    }
+
+    // MARK: pools, traffic classes, tenants
+
+    private static func simpleName(_ kind: String) -> (String) throws(ValueError) -> String {
+        { (text: String) throws(ValueError) -> String in
+            guard Names.matches(text, maximumLength: 64, first: Names.isLowerAlphanumeric,
+                                rest: Names.isLowerName) else {
+                throw ValueError("expected a \(kind) name matching [a-z0-9][a-z0-9_-]{0,63}, "
+                                 + "got \(Display.quoted(text))")
+            }
+            return text
+        }
+    }
+
+    /// A map from names to settings read by `read`.
+    private func named<Value>(_ node: Node, _ path: KeyPath, validName: (String) throws(ValueError) -> String,
+                              _ read: (String, Node, KeyPath) -> Value?) -> Named<Value> {
+        guard let entries = entries(node, path, expected: "a map of names to settings") else {
+            return Named(names: nil)
+        }
+        var result = Named<Value>()
+        for entry in entries {
+            do {
+                _ = try validName(entry.key)
+            } catch {
+                report(entry.keyNode, entry.path, error.message)
+            }
+            result.names?.insert(entry.key)
+            result.values[entry.key] = read(entry.key, entry.value, entry.path)
+        }
+        return result
+    }
+
+    private func pools(_ node: Node, _ path: KeyPath) -> Named<Configuration.Pool> {
+        named(node, path, validName: Self.simpleName("pool")) { name, node, path in
+            guard let fields = fields(node, path, known: ["source_address", "ehlo_name"]) else { return nil }
+            let sourceAddress = optional(fields, "source_address") {
+                value($0, $1, expected: Expectation.ipAddress, ConfigSyntax.ipAddress)
+            }
+            let ehloName = required(fields, "ehlo_name").flatMap { domain($0, fields.path("ehlo_name")) }
+            return ehloName.map { Configuration.Pool(name: name, sourceAddress: sourceAddress, ehloName: $0) }
+        }
+    }
+
+    /// The built-in classes, overridden or joined by the file's.
+    private func trafficClasses(_ node: Node?, _ path: KeyPath) -> Named<Configuration.TrafficClass> {
+        var result = node.map { node in
+            named(node, path, validName: Self.simpleName("traffic class")) { name, node, path in
+                trafficClass(name, node, path)
+            }
+        } ?? Named()
+        for (name, builtIn) in Configuration.TrafficClass.builtIn where result.names?.contains(name) != true {
+            result.values[name] = builtIn
+            result.names?.insert(name)
+        }
+        return result
+    }
+
+    private func trafficClass(_ name: String, _ node: Node, _ path: KeyPath) -> Configuration.TrafficClass? {
+        let before = diagnostics.count
+        guard let fields = fields(node, path, known: [
+            "first_retry", "retry_multiplier", "max_retry_interval", "expiry",
+        ]) else { return nil }
+        var trafficClass = Configuration.TrafficClass.builtIn[name] ?? Configuration.TrafficClass(name: name)
+        trafficClass.firstRetry = optional(fields, "first_retry") {
+            duration($0, $1, .seconds(1) ... .seconds(86_400))
+        } ?? trafficClass.firstRetry
+        trafficClass.retryMultiplier = optional(fields, "retry_multiplier") { number($0, $1, 1.0...10.0) }
+            ?? trafficClass.retryMultiplier
+        trafficClass.maxRetryInterval = optional(fields, "max_retry_interval") {
+            duration($0, $1, .seconds(1) ... .seconds(7 * 86_400))
+        } ?? trafficClass.maxRetryInterval
+        trafficClass.expiry = optional(fields, "expiry") {
+            duration($0, $1, .seconds(60) ... .seconds(30 * 86_400))
+        } ?? trafficClass.expiry
+        guard diagnostics.count == before else { return nil }
+        if trafficClass.maxRetryInterval < trafficClass.firstRetry {
+            if let maximum = fields["max_retry_interval"] {
+                report(maximum, fields.path("max_retry_interval"), "expected a duration of at least first_retry "
+                       + "(\(ConfigSyntax.format(trafficClass.firstRetry))), got \(describe(maximum))")
+            } else if let first = fields["first_retry"] {
+                report(first, fields.path("first_retry"), "expected a duration of at most max_retry_interval "
+                       + "(\(ConfigSyntax.format(trafficClass.maxRetryInterval))), got \(describe(first))")
+            }
+            return nil
+        }
+        return trafficClass
+    }
+
+    private func tenants(_ node: Node, _ path: KeyPath, pools: Set<String>?, classes: Set<String>?,
+                         maxRecordSize: ByteSize?) -> Named<Configuration.Tenant> {
+        let result = named(node, path, validName: ConfigSyntax.tenantName) { name, node, path in
+            tenant(name, node, path, pools: pools, classes: classes, maxRecordSize: maxRecordSize)
+        }
+        if result.names?.isEmpty == true {
+            report(node, path, "expected at least one tenant, got \(describe(node))")
+        }
+        return result
+    }
+
+    private func tenant(_ name: String, _ node: Node, _ path: KeyPath, pools: Set<String>?, classes: Set<String>?,
+                        maxRecordSize: ByteSize?) -> Configuration.Tenant? {
+        let before = diagnostics.count
+        guard let fields = fields(node, path, known: [
+            "trusted_networks", "sender_domains", "max_message_size", "max_recipients", "message_rate", "lane",
+            "traffic_class", "pool",
+        ]) else { return nil }
+        var tenant = Configuration.Tenant(name: name)
+        tenant.trustedNetworks = optional(fields, "trusted_networks") {
+            elements($0, $1, expected: "a list of networks such as 10.0.0.0/8") {
+                value($0, $1, expected: Expectation.network, CIDRNetwork.init(parsing:))
+            }
+        } ?? []
+        tenant.senderDomains = optional(fields, "sender_domains") {
+            elements($0, $1, expected: "a list of domain names", domain)
+        } ?? []
+        tenant.maxMessageSize = optional(fields, "max_message_size") {
+            byteSize($0, $1, .kibibytes(1) ... .gibibytes(1))
+        } ?? tenant.maxMessageSize
+        tenant.maxRecipients = optional(fields, "max_recipients") { integer($0, $1, 1...10_000) }
+            ?? tenant.maxRecipients
+        tenant.messageRate = optional(fields, "message_rate", rate)
+        tenant.lane = optional(fields, "lane", choice) ?? tenant.lane
+        tenant.trafficClass = optional(fields, "traffic_class") {
+            reference($0, $1, kind: "traffic class", section: "traffic_classes", names: classes)
+        } ?? tenant.trafficClass
+        tenant.pool = optional(fields, "pool") { reference($0, $1, kind: "pool", section: "pools", names: pools) }
+        guard diagnostics.count == before else { return nil }
+        if let maxRecordSize, tenant.maxMessageSize >= maxRecordSize {
+            let got = fields["max_message_size"].map(describe) ?? "\(tenant.maxMessageSize) (the default)"
+            report(fields["max_message_size"] ?? node, fields.path("max_message_size"),
+                   "expected a byte size smaller than kafka.max_record_size (\(maxRecordSize)) because a message "
+                   + "travels in one Kafka record with its envelope, got \(got)")
+            return nil
+        }
+        return tenant
+    }
+
+    /// The name of one of `names`; any name when `names` is nil (the section is unusable and reported).
+    private func reference(_ node: Node, _ path: KeyPath, kind: String, section: String,
+                           names: Set<String>?) -> String? {
+        let expected = "a \(kind) defined under \(section)"
+        guard let text = text(node, path, expected: expected) else { return nil }
+        guard let names, !names.contains(text) else { return text }
+        let sorted = names.sorted()
+        let defined = sorted.isEmpty ? "none are defined"
+            : sorted.prefix(10).joined(separator: ", ") + (sorted.count > 10 ? ", …" : "")
+        let hint = Suggestion.closest(to: text, among: sorted).map { " (did you mean \"\($0)\"?)" } ?? ""
+        report(node, path, "expected \(expected) (\(defined)), got \(describe(node))\(hint)")
+        return nil
+    }
+
+    // MARK: routes, delivery, limits
+
+    private func routes(_ node: Node, _ path: KeyPath) -> [Configuration.Route] {
+        guard let items = list(node, path, expected: "a list of routes") else { return [] }
+        var routes: [Configuration.Route] = []
+        var firstIndex: [String: Int] = [:]
+        for (index, item) in items.enumerated() {
+            guard let fields = fields(item, path[index], known: ["domain", "next_hop", "require_tls"]) else { continue }
+            let domainNode = required(fields, "domain")
+            let domain = domainNode.flatMap { self.domain($0, fields.path("domain")) }
+            let nextHop = required(fields, "next_hop").flatMap { hostPort($0, fields.path("next_hop")) }
+            let requireTLS = optional(fields, "require_tls", boolean) ?? false
+            guard let domainNode, let domain else { continue }
+            if let first = firstIndex[domain] {
+                report(domainNode, fields.path("domain"),
+                       "duplicate route: \"\(domain)\" is already routed by \(path[first])")
+                continue
+            }
+            firstIndex[domain] = index
+            if let nextHop {
+                routes.append(Configuration.Route(domain: domain, nextHop: nextHop, requireTLS: requireTLS))
+            }
+        }
+        return routes
+    }
+
+    private func delivery(_ node: Node, _ path: KeyPath) -> Configuration.DeliverySettings? {
+        guard let fields = fields(node, path, known: ["default_next_hop", "max_messages_per_connection"]) else {
+            return nil
+        }
+        var settings = Configuration.DeliverySettings()
+        settings.defaultNextHop = optional(fields, "default_next_hop", hostPort)
+        settings.maxMessagesPerConnection = optional(fields, "max_messages_per_connection") {
+            integer($0, $1, 1...10_000)
+        } ?? settings.maxMessagesPerConnection
+        return settings
+    }
+
+    static let limitSelectors = ["pool", "domain", "tenant"]
+    static let limitKinds = [
+        "max_connections", "max_message_rate", "max_messages_per_connection", "max_messages_per_hour",
+        "max_messages_per_day",
+    ]
+
+    private func limits(_ node: Node, _ path: KeyPath, pools: Set<String>?,
+                        tenants: Set<String>?) -> [Configuration.Limit] {
+        guard let items = list(node, path, expected: "a list of limits") else { return [] }
+        var limits: [Configuration.Limit] = []
+        var firstIndex: [Configuration.Limit.Scope: Int] = [:]
+        for (index, item) in items.enumerated() {
+            let before = diagnostics.count
+            guard let fields = fields(item, path[index], known: Self.limitSelectors + Self.limitKinds) else { continue }
+            let scope = Configuration.Limit.Scope(
+                pool: optional(fields, "pool") { reference($0, $1, kind: "pool", section: "pools", names: pools) },
+                domain: optional(fields, "domain", domain),
+                tenant: optional(fields, "tenant") {
+                    reference($0, $1, kind: "tenant", section: "tenants", names: tenants)
+                })
+            let limit = Configuration.Limit(
+                scope: scope,
+                maxConnections: optional(fields, "max_connections") { integer($0, $1, 1...10_000) },
+                maxMessageRate: optional(fields, "max_message_rate", rate),
+                maxMessagesPerConnection: optional(fields, "max_messages_per_connection") {
+                    integer($0, $1, 1...10_000)
+                },
+                maxMessagesPerHour: optional(fields, "max_messages_per_hour") { integer($0, $1, 1...1_000_000_000) },
+                maxMessagesPerDay: optional(fields, "max_messages_per_day") { integer($0, $1, 1...1_000_000_000) })
+            if !Self.limitSelectors.contains(where: { fields[$0] != nil }) {
+                report(item, path[index], "expected at least one of pool, domain or tenant to select the traffic "
+                       + "to limit, got none")
+            }
+            if !Self.limitKinds.contains(where: { fields[$0] != nil }) {
+                report(item, path[index], "expected at least one of \(Self.limitKinds.joined(separator: ", ")), "
+                       + "got none")
+            }
+            guard diagnostics.count == before else { continue }
+            if let first = firstIndex[scope] {
+                report(item, path[index], "the same scope (\(scope)) as \(path[first]); merge the two entries")
+                continue
+            }
+            firstIndex[scope] = index
+            limits.append(limit)
+        }
+        return limits
+    }
+
+    // MARK: Helpers
+
+    /// The value of an optional key, read by `read`; nil when the key is absent or its value is wrong.
+    private func optional<T>(_ fields: Fields, _ key: String, _ read: (Node, KeyPath) -> T?) -> T? {
+        fields[key].flatMap { read($0, fields.path(key)) }
+    }
+}

@@ -1,0 +1,294 @@
+/// The configuration of a smarthost node and of the cluster it belongs to, read from one YAML file
+/// (see docs/configuration.md). Every node of a cluster reads the same file except for `node`.
+public struct SmarthostConfiguration: Sendable, Equatable {
+    public var node: NodeSettings
+    public var kafka: KafkaSettings
+    public var redis: RedisSettings
+    /// Egress pools by name.
+    public var pools: [String: Pool]
+    /// Traffic classes by name; always contains `transactional` and `bulk`.
+    public var trafficClasses: [String: TrafficClass]
+    /// Tenants by name; never empty.
+    public var tenants: [String: Tenant]
+    /// Static routes in file order; no two have the same domain.
+    public var routes: [Route]
+    public var delivery: DeliverySettings
+    /// Cluster-wide limits in file order; no two have the same scope.
+    public var limits: [Limit]
+
+    public init(node: NodeSettings, kafka: KafkaSettings, redis: RedisSettings, pools: [String: Pool] = [:],
+                trafficClasses: [String: TrafficClass] = TrafficClass.builtIn, tenants: [String: Tenant],
+                routes: [Route] = [], delivery: DeliverySettings = DeliverySettings(), limits: [Limit] = []) {
+        self.node = node
+        self.kafka = kafka
+        self.redis = redis
+        self.pools = pools
+        self.trafficClasses = trafficClasses
+        self.tenants = tenants
+        self.routes = routes
+        self.delivery = delivery
+        self.limits = limits
+    }
+}
+
+extension SmarthostConfiguration {
+    public enum LogLevel: String, Sendable, CaseIterable {
+        case trace, debug, info, notice, warning, error, critical
+    }
+
+    public enum LogFormat: String, Sendable, CaseIterable {
+        case json, text
+    }
+
+    /// The priority lane of a tenant's mail in the delivery nodes' ready queues.
+    public enum Lane: String, Sendable, CaseIterable {
+        case high, normal, low
+    }
+
+    /// `node`: what differs between the nodes of a cluster.
+    public struct NodeSettings: Sendable, Equatable {
+        /// Unique per node: `[A-Za-z0-9._-]{1,64}`.
+        public var id: String
+        public var logLevel: LogLevel
+        public var logFormat: LogFormat
+        /// The HTTP endpoint for health, readiness, metrics and admin.
+        public var adminListen: HostPort
+        /// An absolute path.
+        public var spoolDirectory: String
+
+        public init(id: String, logLevel: LogLevel = .info, logFormat: LogFormat = .json,
+                    adminListen: HostPort = HostPort(host: "127.0.0.1", port: 8025),
+                    spoolDirectory: String = "/var/spool/smarthost") {
+            self.id = id
+            self.logLevel = logLevel
+            self.logFormat = logFormat
+            self.adminListen = adminListen
+            self.spoolDirectory = spoolDirectory
+        }
+    }
+
+    /// `kafka`: the brokers, the tenant topics and the clients' bounds.
+    public struct KafkaSettings: Sendable, Equatable {
+        public var brokers: [HostPort]
+        /// Tenant topics are `<topicPrefix>.<tenant>`.
+        public var topicPrefix: String
+        /// The accounting/event stream; never under `<topicPrefix>.`.
+        public var eventsTopic: String
+        /// How long the ingress producer waits for Kafka to acknowledge a record.
+        public var deliveryTimeout: Duration
+        /// How many records the ingress producer may have waiting for an acknowledgement.
+        public var maxInFlight: Int
+        /// The largest Kafka record; a message and its envelope travel in one record.
+        public var maxRecordSize: ByteSize
+        /// The delivery nodes' consumer group.
+        public var consumerGroup: String
+        public var sessionTimeout: Duration
+        public var metadataRefresh: Duration
+        /// Passed through to librdkafka as they are (for example `security.protocol`).
+        public var clientOptions: [String: String]
+
+        /// `eventsTopic` nil means `<topicPrefix>-events`.
+        public init(brokers: [HostPort], topicPrefix: String = "smarthost", eventsTopic: String? = nil,
+                    deliveryTimeout: Duration = .seconds(10), maxInFlight: Int = 10_000,
+                    maxRecordSize: ByteSize = .mebibytes(32), consumerGroup: String = "smarthost-delivery",
+                    sessionTimeout: Duration = .seconds(10), metadataRefresh: Duration = .seconds(30),
+                    clientOptions: [String: String] = [:]) {
+            self.brokers = brokers
+            self.topicPrefix = topicPrefix
+            self.eventsTopic = eventsTopic ?? "\(topicPrefix)-events"
+            self.deliveryTimeout = deliveryTimeout
+            self.maxInFlight = maxInFlight
+            self.maxRecordSize = maxRecordSize
+            self.consumerGroup = consumerGroup
+            self.sessionTimeout = sessionTimeout
+            self.metadataRefresh = metadataRefresh
+            self.clientOptions = clientOptions
+        }
+
+        /// The topic an ingress node writes a tenant's messages to: `<topicPrefix>.<tenant>`.
+        public func tenantTopic(for tenant: String) -> String {
+            "\(topicPrefix).\(tenant)"
+        }
+
+        /// The regular expression delivery nodes subscribe with, matching every tenant topic and
+        /// nothing else this configuration names: `^<topicPrefix with dots escaped>\..*`.
+        public var tenantTopicPattern: String {
+            "^" + topicPrefix.replacing(".", with: "\\.") + "\\..*"
+        }
+    }
+
+    /// `redis`: where the cluster-wide throttle and connection-limit state lives.
+    public struct RedisSettings: Sendable, Equatable {
+        public var address: HostPort
+        /// Connections per node.
+        public var poolSize: Int
+        public var connectTimeout: Duration
+        public var commandTimeout: Duration
+        /// Prepended to every key.
+        public var keyPrefix: String
+        public var password: String?
+        /// 0...15.
+        public var database: Int
+
+        public init(address: HostPort, poolSize: Int = 4, connectTimeout: Duration = .seconds(1),
+                    commandTimeout: Duration = .milliseconds(500), keyPrefix: String = "smarthost:",
+                    password: String? = nil, database: Int = 0) {
+            self.address = address
+            self.poolSize = poolSize
+            self.connectTimeout = connectTimeout
+            self.commandTimeout = commandTimeout
+            self.keyPrefix = keyPrefix
+            self.password = password
+            self.database = database
+        }
+    }
+
+    /// An egress pool (a PowerMTA virtual MTA): the source address and name delivery connections use.
+    public struct Pool: Sendable, Equatable {
+        public var name: String
+        /// The local IP address outgoing connections bind to (canonical form); nil lets the system choose.
+        public var sourceAddress: String?
+        /// The name sent in EHLO.
+        public var ehloName: String
+
+        public init(name: String, sourceAddress: String? = nil, ehloName: String) {
+            self.name = name
+            self.sourceAddress = sourceAddress
+            self.ehloName = ehloName
+        }
+    }
+
+    /// How often and how long a temporarily failed message is retried.
+    public struct TrafficClass: Sendable, Equatable {
+        public var name: String
+        /// The delay before the first retry.
+        public var firstRetry: Duration
+        /// Each retry interval is the previous one times this (at least 1.0).
+        public var retryMultiplier: Double
+        /// The longest retry interval.
+        public var maxRetryInterval: Duration
+        /// After this long in the queue a message bounces.
+        public var expiry: Duration
+
+        public init(name: String, firstRetry: Duration = .seconds(300), retryMultiplier: Double = 2.0,
+                    maxRetryInterval: Duration = .seconds(3_600), expiry: Duration = .seconds(172_800)) {
+            self.name = name
+            self.firstRetry = firstRetry
+            self.retryMultiplier = retryMultiplier
+            self.maxRetryInterval = maxRetryInterval
+            self.expiry = expiry
+        }
+
+        /// The classes every configuration has unless it redefines them: `transactional` (first
+        /// retry after 1m, expiry 6h) and `bulk` (expiry 2d); the other settings are the defaults.
+        public static let builtIn: [String: TrafficClass] = [
+            "transactional": TrafficClass(name: "transactional", firstRetry: .seconds(60), expiry: .seconds(21_600)),
+            "bulk": TrafficClass(name: "bulk"),
+        ]
+    }
+
+    /// A customer of the relay: who may submit, what, how much, and how it is delivered.
+    public struct Tenant: Sendable, Equatable {
+        public var name: String
+        /// Clients in these networks may relay for this tenant.
+        public var trustedNetworks: [CIDRNetwork]
+        /// Lowercased; empty means any sender domain.
+        public var senderDomains: [String]
+        public var maxMessageSize: ByteSize
+        public var maxRecipients: Int
+        /// The cluster-wide quota of accepted messages, if any.
+        public var messageRate: Rate?
+        public var lane: Lane
+        /// Names a traffic class of the configuration.
+        public var trafficClass: String
+        /// Names a pool of the configuration, if set.
+        public var pool: String?
+
+        public init(name: String, trustedNetworks: [CIDRNetwork] = [], senderDomains: [String] = [],
+                    maxMessageSize: ByteSize = .mebibytes(25), maxRecipients: Int = 100, messageRate: Rate? = nil,
+                    lane: Lane = .normal, trafficClass: String = "bulk", pool: String? = nil) {
+            self.name = name
+            self.trustedNetworks = trustedNetworks
+            self.senderDomains = senderDomains
+            self.maxMessageSize = maxMessageSize
+            self.maxRecipients = maxRecipients
+            self.messageRate = messageRate
+            self.lane = lane
+            self.trafficClass = trafficClass
+            self.pool = pool
+        }
+    }
+
+    /// Mail for `domain` goes to `nextHop` instead of the domain's MX hosts.
+    public struct Route: Sendable, Equatable {
+        /// Lowercased.
+        public var domain: String
+        public var nextHop: HostPort
+        /// Whether delivery must use TLS (STARTTLS) or fail temporarily.
+        public var requireTLS: Bool
+
+        public init(domain: String, nextHop: HostPort, requireTLS: Bool = false) {
+            self.domain = domain
+            self.nextHop = nextHop
+            self.requireTLS = requireTLS
+        }
+    }
+
+    /// `delivery`: how delivery nodes deliver.
+    public struct DeliverySettings: Sendable, Equatable {
+        /// Smarthost mode: all mail without a route goes here. When nil, MX resolution decides.
+        public var defaultNextHop: HostPort?
+        /// Messages sent over one SMTP connection before it is closed.
+        public var maxMessagesPerConnection: Int
+
+        public init(defaultNextHop: HostPort? = nil, maxMessagesPerConnection: Int = 100) {
+            self.defaultNextHop = defaultNextHop
+            self.maxMessagesPerConnection = maxMessagesPerConnection
+        }
+    }
+
+    /// A cluster-wide limit on the traffic matching a scope, shared by all delivery nodes through Redis.
+    public struct Limit: Sendable, Equatable {
+        /// Which traffic a limit applies to; at least one selector is set.
+        public struct Scope: Sendable, Hashable, CustomStringConvertible {
+            /// Names a pool of the configuration.
+            public var pool: String?
+            /// A lowercased destination domain.
+            public var domain: String?
+            /// Names a tenant of the configuration.
+            public var tenant: String?
+
+            public init(pool: String? = nil, domain: String? = nil, tenant: String? = nil) {
+                self.pool = pool
+                self.domain = domain
+                self.tenant = tenant
+            }
+
+            /// `pool=a domain=gmail.com`.
+            public var description: String {
+                [("pool", pool), ("domain", domain), ("tenant", tenant)]
+                    .compactMap { key, value in value.map { "\(key)=\($0)" } }
+                    .joined(separator: " ")
+            }
+        }
+
+        public var scope: Scope
+        /// Concurrent SMTP connections.
+        public var maxConnections: Int?
+        public var maxMessageRate: Rate?
+        public var maxMessagesPerConnection: Int?
+        public var maxMessagesPerHour: Int?
+        public var maxMessagesPerDay: Int?
+
+        public init(scope: Scope, maxConnections: Int? = nil, maxMessageRate: Rate? = nil,
+                    maxMessagesPerConnection: Int? = nil, maxMessagesPerHour: Int? = nil,
+                    maxMessagesPerDay: Int? = nil) {
+            self.scope = scope
+            self.maxConnections = maxConnections
+            self.maxMessageRate = maxMessageRate
+            self.maxMessagesPerConnection = maxMessagesPerConnection
+            self.maxMessagesPerHour = maxMessagesPerHour
+            self.maxMessagesPerDay = maxMessagesPerDay
+        }
+    }
+}
