@@ -56,8 +56,8 @@ let package = Package(
 
         // Starts real servers (Tansu, redis-server, ...) for tests; never used by the product.
         .target(name: "TestSupport", dependencies: [
-            .product(name: "NIOCore", package: "swift-nio"),
-            .product(name: "NIOPosix", package: "swift-nio"),
+            "Observability",
+            .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         .testTarget(name: "KafkaTests", dependencies: [
             "Kafka", "TestSupport",
@@ -69,7 +69,7 @@ let package = Package(
             .product(name: "NIOEmbedded", package: "swift-nio"),
         ]),
         .testTarget(name: "ConfigTests", dependencies: ["SmarthostConfig"]),
-        .testTarget(name: "ObservabilityTests", dependencies: ["Observability"]),
+        .testTarget(name: "ObservabilityTests", dependencies: ["Observability", "TestSupport"]),
         .testTarget(name: "TestSupportTests", dependencies: ["TestSupport"]),
         // Runs the built `smarthost` binary as an operator would.
         .testTarget(name: "SmarthostCLITests", dependencies: ["TestSupport", "Kafka"]),

@@ -111,6 +111,22 @@ struct KafkaBrokerTests {
         }
     }
 
+    @Test func producerOutcomesAndLatencyReachPrometheus() async throws {
+        _ = TestMetrics.registry
+        let broker = try TansuBroker()
+        defer { broker.stop() }
+        let acknowledged = #"smarthost_kafka_produced_total{result="acknowledged"}"#
+        let before = TestMetrics.value(of: acknowledged) ?? 0
+        let producer = try KafkaProducer(configuration: producerConfiguration(broker))
+        for index in 0..<3 {
+            _ = try await producer.send(OutgoingRecord(topic: "metrics", value: Array("\(index)".utf8)))
+        }
+        await producer.close()
+        // Other tests produce at the same time: at least our three were counted.
+        #expect(try #require(TestMetrics.value(of: acknowledged)) >= before + 3)
+        #expect(try #require(TestMetrics.value(of: "smarthost_kafka_produce_ack_seconds_count")) >= 3)
+    }
+
     @Test func aRestartedConsumerGetsWhatWasNotDoneAndNothingItCommitted() async throws {
         let broker = try TansuBroker()
         defer { broker.stop() }

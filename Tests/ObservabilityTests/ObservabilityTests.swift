@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Metrics
 import Testing
+import TestSupport
 @testable import Observability
 
 @Suite struct JSONLogTests {
@@ -49,11 +50,8 @@ import Testing
 }
 
 @Suite struct PrometheusExportTests {
-    /// swift-metrics can be bootstrapped once per process: every test here shares this registry.
-    static let registry = Observability.bootstrapMetrics()
-
     @Test func metricsRecordedThroughSwiftMetricsAppearInTheExposition() {
-        let registry = Self.registry
+        let registry = TestMetrics.registry
         Counter(label: "smarthost_test_events_total", dimensions: [("kind", "delivery")]).increment(by: 3)
         Gauge(label: "smarthost_test_queue_depth").record(42)
         Metrics.Timer(label: "smarthost_test_latency_seconds").recordMilliseconds(20)
