@@ -40,6 +40,8 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
+        // SMTP as a language: commands, replies, addresses, the DATA stream. No I/O.
+        .target(name: "SMTPProtocol"),
         .target(name: "SmarthostConfig", dependencies: [
             .product(name: "Yams", package: "Yams"),
         ]),
@@ -69,6 +71,7 @@ let package = Package(
             .product(name: "NIOEmbedded", package: "swift-nio"),
         ]),
         .testTarget(name: "ConfigTests", dependencies: ["SmarthostConfig"]),
+        .testTarget(name: "SMTPProtocolTests", dependencies: ["SMTPProtocol"]),
         .testTarget(name: "ObservabilityTests", dependencies: ["Observability", "TestSupport"]),
         .testTarget(name: "TestSupportTests", dependencies: ["TestSupport"]),
         // Runs the built `smarthost` binary as an operator would.
