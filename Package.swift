@@ -42,6 +42,13 @@ let package = Package(
         ]),
         // SMTP as a language: commands, replies, addresses, the DATA stream. No I/O.
         .target(name: "SMTPProtocol"),
+        // SMTP over SwiftNIO: the connection handler and the listener.
+        .target(name: "SMTPServer", dependencies: [
+            "SMTPProtocol",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .target(name: "SmarthostConfig", dependencies: [
             .product(name: "Yams", package: "Yams"),
         ]),
@@ -72,6 +79,11 @@ let package = Package(
         ]),
         .testTarget(name: "ConfigTests", dependencies: ["SmarthostConfig"]),
         .testTarget(name: "SMTPProtocolTests", dependencies: ["SMTPProtocol"]),
+        .testTarget(name: "SMTPServerTests", dependencies: [
+            "SMTPServer", "SMTPProtocol", "TestSupport",
+            .product(name: "NIOEmbedded", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
         .testTarget(name: "ObservabilityTests", dependencies: ["Observability", "TestSupport"]),
         .testTarget(name: "TestSupportTests", dependencies: ["TestSupport"]),
         // Runs the built `smarthost` binary as an operator would.

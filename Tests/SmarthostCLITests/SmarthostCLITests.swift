@@ -5,32 +5,11 @@ import TestSupport
 
 /// The `smarthost` binary, run as a process: arguments and files are an external boundary.
 @Suite struct SmarthostCLITests {
-    struct Outcome {
-        var status: Int32
-        var output: String
-        var errors: String
-    }
-
     /// `scripts/test` builds the binary with the tests (`swift build --build-tests`).
     static let binary = "\(repositoryRoot)/.build/debug/smarthost"
 
-    func run(_ arguments: String...) throws -> Outcome {
-        try run(arguments)
-    }
-
-    func run(_ arguments: [String]) throws -> Outcome {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.binary)
-        process.arguments = arguments
-        let output = Pipe(), errors = Pipe()
-        process.standardOutput = output
-        process.standardError = errors
-        try process.run()
-        let out = output.fileHandleForReading.readDataToEndOfFile()
-        let err = errors.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Outcome(status: process.terminationStatus, output: String(decoding: out, as: UTF8.self),
-                       errors: String(decoding: err, as: UTF8.self))
+    func run(_ arguments: String...) async throws -> CommandResult {
+        try await runCommand(Self.binary, arguments)
     }
 
     func temporaryFile(_ contents: String) throws -> String {
@@ -39,23 +18,23 @@ import TestSupport
         return path
     }
 
-    @Test func theExampleConfigurationChecksOut() throws {
-        let result = try run("check-config", "--config", "\(repositoryRoot)/cluster/config-example.yaml")
+    @Test func theExampleConfigurationChecksOut() async throws {
+        let result = try await run("check-config", "--config", "\(repositoryRoot)/cluster/config-example.yaml")
         #expect(result.status == 0, "\(result.errors)")
         #expect(result.output.contains("3 tenants: smarthost.acme smarthost.globex smarthost.initech"))
     }
 
-    @Test func aMissingFileIsNamedAndNothingElseHappens() throws {
-        let result = try run("check-config", "--config", "/nonexistent/smarthost.yaml")
+    @Test func aMissingFileIsNamedAndNothingElseHappens() async throws {
+        let result = try await run("check-config", "--config", "/nonexistent/smarthost.yaml")
         #expect(result.status == 2)
         #expect(result.errors.contains("/nonexistent/smarthost.yaml"))
         #expect(result.output.isEmpty)
     }
 
-    @Test func everyErrorOfABadFileIsReportedWithItsPosition() throws {
+    @Test func everyErrorOfABadFileIsReportedWithItsPosition() async throws {
         let path = try temporaryFile("node: {id: n1}\nkafka:\n  brokers: []\nredis: {address: 'nohost'}\ntenants: {acme: {}}\n")
         defer { try? FileManager.default.removeItem(atPath: path) }
-        let result = try run("check-config", "--config", path)
+        let result = try await run("check-config", "--config", path)
         #expect(result.status == 2)
         let lines = result.errors.split(separator: "\n")
         #expect(lines.count == 2, "\(result.errors)")
@@ -74,7 +53,7 @@ import TestSupport
             tenants: {acme: {}, globex: {}}
             """)
         defer { try? FileManager.default.removeItem(atPath: path) }
-        let result = try run("topics", "--config", path, "--partitions", "2")
+        let result = try await run("topics", "--config", path, "--partitions", "2")
         #expect(result.status == 0, "\(result.errors)")
         #expect(result.output == "relay-events\t2 partitions\nrelay.acme\t2 partitions\nrelay.globex\t2 partitions\n")
         let topics = try await KafkaAdmin(bootstrapServers: [broker.bootstrap]).topics()
@@ -84,7 +63,7 @@ import TestSupport
             TopicDescription(name: "relay.globex", partitions: 2),
         ])
         // Running it again changes nothing and succeeds.
-        #expect(try run("topics", "--config", path, "--partitions", "2").output == result.output)
+        #expect(try await run("topics", "--config", path, "--partitions", "2").output == result.output)
     }
 
     @Test(arguments: [
@@ -95,14 +74,14 @@ import TestSupport
         (["topics", "--config", "x.yaml", "--partitions", "many"], "The value 'many' is invalid for '--partitions <partitions>'"),
         (["topics", "--config", "x.yaml", "--replication-factor", "99"], "--replication-factor must be between 1 and 16"),
     ])
-    func badArgumentsGetAClearErrorAndAUsageExitCode(_ arguments: [String], _ message: String) throws {
-        let result = try run(arguments)
+    func badArgumentsGetAClearErrorAndAUsageExitCode(_ arguments: [String], _ message: String) async throws {
+        let result = try await runCommand(Self.binary, arguments)
         #expect(result.status == 64, "\(arguments): \(result.errors)")
         #expect(result.errors.contains(message), "\(arguments): \(result.errors)")
     }
 
-    @Test func versionNamesTheLoadedLibrdkafkaAndAcceptsIt() throws {
-        let result = try run("version")
+    @Test func versionNamesTheLoadedLibrdkafkaAndAcceptsIt() async throws {
+        let result = try await run("version")
         #expect(result.status == 0, "\(result.errors)")
         #expect(result.output.contains("librdkafka 2."))
         #expect(result.output.contains("(at least 2.2.0 required)"))

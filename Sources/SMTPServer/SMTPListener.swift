@@ -1,0 +1,40 @@
+import Logging
+import NIOCore
+import NIOPosix
+import SMTPProtocol
+
+/// A listening SMTP socket: each accepted connection gets its own `SMTPServerHandler`.
+public final class SMTPListener: Sendable {
+    public let channel: any Channel
+
+    /// The address the listener is bound to (useful when it was asked for port 0).
+    public var localAddress: SocketAddress? { channel.localAddress }
+
+    private init(channel: any Channel) {
+        self.channel = channel
+    }
+
+    public static func bind(host: String, port: Int, policy: SessionPolicy, sink: any MessageSink,
+                            timeouts: SessionTimeouts = SessionTimeouts(),
+                            group: MultiThreadedEventLoopGroup = .singleton,
+                            logger: Logger = Logger(label: "smarthost.smtp.server")) async throws -> SMTPListener {
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        SMTPServerHandler(policy: policy, sink: sink, timeouts: timeouts, logger: logger))
+                }
+            }
+            .bind(host: host, port: port)
+            .get()
+        return SMTPListener(channel: channel)
+    }
+
+    /// Stops accepting connections (sessions in progress go on).
+    public func close() async throws {
+        try await channel.close()
+    }
+}

@@ -1,0 +1,218 @@
+import Logging
+import NIOCore
+import SMTPProtocol
+
+/// Timeouts of a session (RFC 5321 4.5.3.2 gives the usual values).
+public struct SessionTimeouts: Sendable {
+    /// Waiting for the next command.
+    public var command: Duration = .seconds(300)
+    /// Waiting for the next block of message data (DATA or BDAT).
+    public var data: Duration = .seconds(180)
+
+    public init(command: Duration = .seconds(300), data: Duration = .seconds(180)) {
+        self.command = command
+        self.data = data
+    }
+}
+
+/// Speaks SMTP on one connection: frames commands (CRLF only, at most 512 octets), reads DATA
+/// and BDAT content, drives an `SMTPSession` and hands complete messages to a `MessageSink`.
+///
+/// Pipelined commands are handled strictly in order and their replies sent together; while a
+/// message is with the sink, later input waits, so no reply overtakes the one for the message.
+public final class SMTPServerHandler: ChannelInboundHandler {
+    public typealias InboundIn = ByteBuffer
+    public typealias OutboundOut = ByteBuffer
+
+    private enum Mode {
+        case commands
+        case data(DataReader, [UInt8])
+        case chunk(remaining: Int, bytes: [UInt8], last: Bool)
+        /// A message is with the sink; input waits.
+        case waiting
+        case closed
+    }
+
+    private var session: SMTPSession
+    private let sink: any MessageSink
+    private let timeouts: SessionTimeouts
+    private let logger: Logger
+    private var connection: ConnectionInfo
+    private var framer = CommandLineFramer()
+    private var mode = Mode.commands
+    private var input: ByteBuffer?
+    private var lastBdat: (size: Int, last: Bool)?
+    private var timeout: Scheduled<Void>?
+    private var wroteSinceFlush = false
+
+    public init(policy: SessionPolicy, sink: any MessageSink, timeouts: SessionTimeouts = SessionTimeouts(),
+                logger: Logger = Logger(label: "smarthost.smtp.server")) {
+        self.session = SMTPSession(policy: policy)
+        self.sink = sink
+        self.timeouts = timeouts
+        self.logger = logger
+        self.connection = ConnectionInfo(remoteAddress: nil)
+    }
+
+    public func channelActive(context: ChannelHandlerContext) {
+        connection.remoteAddress = context.remoteAddress?.description
+        write(session.greeting, context: context)
+        flush(context: context)
+        armTimeout(context: context)
+        context.fireChannelActive()
+    }
+
+    public func channelInactive(context: ChannelHandlerContext) {
+        timeout?.cancel()
+        mode = .closed
+        context.fireChannelInactive()
+    }
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = unwrapInboundIn(data)
+        if input == nil { input = bytes } else { input!.writeBuffer(&bytes) }
+        armTimeout(context: context)
+        process(context: context)
+    }
+
+    // MARK: - Processing input in order
+
+    private func process(context: ChannelHandlerContext) {
+        while var buffer = input, buffer.readableBytes > 0 {
+            let consumed: Int
+            switch mode {
+            case .waiting, .closed:
+                return
+            case .commands:
+                let (used, line) = framer.next(from: buffer.readableBytesView)
+                consumed = used
+                buffer.moveReaderIndex(forwardBy: used)
+                input = buffer
+                if let line { handle(line, context: context) }
+            case .data(var reader, var message):
+                let (used, outcome) = reader.consume(buffer.readableBytesView, into: &message)
+                consumed = used
+                buffer.moveReaderIndex(forwardBy: used)
+                input = buffer
+                if case .finished(let problem) = outcome {
+                    mode = .commands
+                    perform(session.dataFinished(message: message, problem: problem), context: context)
+                } else {
+                    mode = .data(reader, message)
+                }
+            case .chunk(let remaining, var bytes, let last):
+                let take = min(remaining, buffer.readableBytes)
+                bytes += buffer.readBytes(length: take)!
+                consumed = take
+                input = buffer
+                if take == remaining {
+                    mode = .commands
+                    perform(session.chunkReceived(bytes, last: last), context: context)
+                } else {
+                    mode = .chunk(remaining: remaining - take, bytes: bytes, last: last)
+                }
+            }
+            if consumed == 0 { break }
+        }
+        input?.discardReadBytes()
+        flush(context: context)
+    }
+
+    private func handle(_ line: CommandLineFramer.Line, context: ChannelHandlerContext) {
+        switch line {
+        case .tooLong:
+            perform(session.refused(.lineTooLong), context: context)
+        case .bareLineEnd:
+            perform(session.refused(.controlCharacters), context: context)
+        case .line(let bytes):
+            do {
+                let command = try SMTPCommand.parse(bytes, smtputf8Offered: true, utf8Transaction: session.isUTF8Transaction)
+                if case .bdat(let size, let last) = command { lastBdat = (size, last) }
+                perform(session.handle(command), context: context)
+            } catch let error as SMTPCommandError {
+                perform(session.refused(error), context: context)
+            } catch {
+                preconditionFailure("SMTPCommand.parse throws only SMTPCommandError")
+            }
+        }
+    }
+
+    private func perform(_ action: SMTPSession.Action, context: ChannelHandlerContext) {
+        switch action {
+        case .reply(let reply):
+            write(reply, context: context)
+        case .close(let reply):
+            write(reply, context: context)
+            close(context: context)
+        case .readData(let reply, let maximumSize):
+            write(reply, context: context)
+            mode = .data(DataReader(maximumMessageSize: maximumSize), [])
+        case .readChunk(let size):
+            mode = size == 0 ? .commands : .chunk(remaining: size, bytes: [], last: lastBdat?.last ?? false)
+            if size == 0 { perform(session.chunkReceived([], last: lastBdat?.last ?? false), context: context) }
+        case .startTLS, .authenticate:
+            // The listener offers neither until TLS and AUTH are wired in; the session refuses
+            // both before it gets here, so this is a programming error.
+            preconditionFailure("STARTTLS/AUTH requested from a listener that does not offer them")
+        case .deliver(let envelope, let message):
+            mode = .waiting
+            flush(context: context)
+            let sink = self.sink
+            let connection = self.connection
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            let eventLoop = context.eventLoop
+            Task {
+                let reply = await sink.accept(envelope, message: message, connection: connection)
+                eventLoop.execute {
+                    let (handler, context) = loopBound.value
+                    handler.messageHandled(reply, context: context)
+                }
+            }
+        }
+    }
+
+    private func messageHandled(_ reply: SMTPReply, context: ChannelHandlerContext) {
+        guard case .waiting = mode else { return }  // the connection closed meanwhile
+        mode = .commands
+        write(session.messageHandled(reply), context: context)
+        process(context: context)
+        flush(context: context)
+    }
+
+    // MARK: - Output and timeouts
+
+    private func write(_ reply: SMTPReply, context: ChannelHandlerContext) {
+        context.write(wrapOutboundOut(context.channel.allocator.buffer(bytes: reply.encoded)), promise: nil)
+        wroteSinceFlush = true
+    }
+
+    private func flush(context: ChannelHandlerContext) {
+        guard wroteSinceFlush else { return }
+        wroteSinceFlush = false
+        context.flush()
+    }
+
+    private func close(context: ChannelHandlerContext) {
+        mode = .closed
+        timeout?.cancel()
+        flush(context: context)
+        context.close(promise: nil)
+    }
+
+    private func armTimeout(context: ChannelHandlerContext) {
+        timeout?.cancel()
+        let limit: Duration
+        switch mode {
+        case .data, .chunk: limit = timeouts.data
+        default: limit = timeouts.command
+        }
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        timeout = context.eventLoop.scheduleTask(in: TimeAmount(limit)) {
+            let (handler, context) = loopBound.value
+            if case .waiting = handler.mode { return }  // the sink has its own bound
+            handler.logger.info("session timed out", metadata: ["peer": "\(handler.connection.remoteAddress ?? "-")"])
+            handler.write(SMTPReply(421, EnhancedStatusCode(4, 4, 2), "\(handler.session.policy.hostname) Error: timeout exceeded"), context: context)
+            handler.close(context: context)
+        }
+    }
+}

@@ -1,0 +1,113 @@
+import NIOCore
+import NIOEmbedded
+import SMTPProtocol
+import Testing
+@testable import SMTPServer
+
+/// Records what it is given; answers with a fixed reply. Pure test double for the handler's
+/// own logic; the real sink (Kafka) has its own tests.
+actor RecordingSink: MessageSink {
+    private(set) var messages: [(Envelope, [UInt8])] = []
+    let reply: SMTPReply
+
+    init(reply: SMTPReply = SMTPReply(250, EnhancedStatusCode(2, 0, 0), "queued")) {
+        self.reply = reply
+    }
+
+    func accept(_ envelope: Envelope, message: [UInt8], connection: ConnectionInfo) async -> SMTPReply {
+        messages.append((envelope, message))
+        return reply
+    }
+
+    var count: Int { messages.count }
+}
+
+@Suite struct SMTPServerHandlerTests {
+    let policy = SessionPolicy(hostname: "mx.test", maximumMessageSize: 10_000, maximumRecipients: 10)
+
+    func channel(_ sink: RecordingSink, timeouts: SessionTimeouts = SessionTimeouts()) throws -> EmbeddedChannel {
+        let channel = EmbeddedChannel(handler: SMTPServerHandler(policy: policy, sink: sink, timeouts: timeouts))
+        try channel.connect(to: SocketAddress(ipAddress: "192.0.2.7", port: 4000)).wait()
+        return channel
+    }
+
+    func send(_ channel: EmbeddedChannel, _ text: String) throws {
+        try channel.writeInbound(channel.allocator.buffer(string: text))
+    }
+
+    func replies(_ channel: EmbeddedChannel) throws -> String {
+        var text = ""
+        while let buffer = try channel.readOutbound(as: ByteBuffer.self) {
+            text += String(buffer: buffer)
+        }
+        return text
+    }
+
+    /// Lets the sink's task finish and the event loop deliver its reply.
+    func settle(_ channel: EmbeddedChannel, _ sink: RecordingSink, messages: Int) async throws {
+        for _ in 0..<200 where await sink.count < messages {
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        try await Task.sleep(for: .milliseconds(5))
+        channel.embeddedEventLoop.run()
+    }
+
+    @Test func aPipelinedTransactionGetsItsRepliesInOrderAndTheMessageIsDelivered() async throws {
+        let sink = RecordingSink()
+        let channel = try channel(sink)
+        #expect(try replies(channel) == "220 mx.test ESMTP smarthost\r\n")
+        try send(channel, "EHLO c\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nRCPT TO:<c@y.test>\r\nDATA\r\n")
+        #expect(try replies(channel).hasSuffix("250 2.1.0 Sender OK\r\n250 2.1.5 Recipient OK\r\n250 2.1.5 Recipient OK\r\n354 End data with <CR><LF>.<CR><LF>\r\n"))
+        try send(channel, "Subject: hi\r\n\r\n..dot\r\n.\r\nQUIT\r\n")
+        try await settle(channel, sink, messages: 1)
+        #expect(try replies(channel) == "250 2.0.0 queued\r\n221 2.0.0 Bye\r\n", "QUIT is answered only after the message's reply")
+        let (envelope, message) = try #require(await sink.messages.first)
+        #expect(envelope.recipients.map(\.description) == ["b@y.test", "c@y.test"])
+        #expect(String(decoding: message, as: UTF8.self) == "Subject: hi\r\n\r\n.dot\r\n")
+    }
+
+    @Test func smugglingAttemptsNeverStartASecondTransaction() async throws {
+        let sink = RecordingSink()
+        let channel = try channel(sink)
+        try send(channel, "EHLO c\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n")
+        _ = try replies(channel)
+        try send(channel, "Subject: x\r\n\r\nbody\n.\nMAIL FROM:<admin@x.test>\r\nRCPT TO:<victim@y.test>\r\nDATA\r\nforged\r\n.\r\n")
+        #expect(try replies(channel) == "550 5.6.0 Message refused: bare <LF> in data (line ends must be CRLF)\r\n")
+        #expect(await sink.count == 0, "nothing reached the sink")
+        try send(channel, "NOOP\r\n")
+        #expect(try replies(channel) == "250 2.0.0 OK\r\n", "the session is still usable")
+    }
+
+    @Test func bdatChunksSplitAcrossReadsMakeOneMessage() async throws {
+        let sink = RecordingSink()
+        let channel = try channel(sink)
+        try send(channel, "EHLO c\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nBDAT 5\r\nab")
+        try send(channel, "cdeBDAT 3 LAST\r\nf\r\n")
+        try await settle(channel, sink, messages: 1)
+        #expect(try replies(channel).hasSuffix("250 2.0.0 5 octets received\r\n250 2.0.0 queued\r\n"))
+        #expect(await sink.messages.first?.1 == Array("abcdef\r\n".utf8))
+    }
+
+    @Test func anOverLongCommandLineIsRefusedAndTheNextOneWorks() throws {
+        let channel = try channel(RecordingSink())
+        _ = try replies(channel)
+        try send(channel, "NOOP " + String(repeating: "x", count: 600) + "\r\nNOOP\r\n")
+        #expect(try replies(channel) == "500 5.5.2 Error: line too long\r\n250 2.0.0 OK\r\n")
+    }
+
+    @Test func anIdleClientIsDisconnectedWithA421() throws {
+        let channel = try channel(RecordingSink(), timeouts: SessionTimeouts(command: .seconds(30)))
+        _ = try replies(channel)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(31))
+        #expect(try replies(channel) == "421 4.4.2 mx.test Error: timeout exceeded\r\n")
+        #expect(!channel.isActive)
+    }
+
+    @Test func aTransientSinkFailureIsPassedOnAndTheSessionGoesOn() async throws {
+        let sink = RecordingSink(reply: SMTPReply(451, EnhancedStatusCode(4, 3, 0), "queue unavailable, try again"))
+        let channel = try channel(sink)
+        try send(channel, "EHLO c\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\nx\r\n.\r\nMAIL FROM:<a@x.test>\r\n")
+        try await settle(channel, sink, messages: 1)
+        #expect(try replies(channel).hasSuffix("451 4.3.0 queue unavailable, try again\r\n250 2.1.0 Sender OK\r\n"))
+    }
+}
