@@ -42,6 +42,8 @@ let package = Package(
         ]),
         // SMTP as a language: commands, replies, addresses, the DATA stream. No I/O.
         .target(name: "SMTPProtocol"),
+        // An accepted message as one Kafka record: written by ingress nodes, read by delivery nodes.
+        .target(name: "QueueRecord", dependencies: ["SMTPProtocol"]),
         // SMTP over SwiftNIO: the connection handler and the listener.
         .target(name: "SMTPServer", dependencies: [
             "SMTPProtocol",
@@ -79,6 +81,7 @@ let package = Package(
         ]),
         .testTarget(name: "ConfigTests", dependencies: ["SmarthostConfig"]),
         .testTarget(name: "SMTPProtocolTests", dependencies: ["SMTPProtocol"]),
+        .testTarget(name: "QueueRecordTests", dependencies: ["QueueRecord", "SMTPProtocol"]),
         .testTarget(name: "SMTPServerTests", dependencies: [
             "SMTPServer", "SMTPProtocol", "TestSupport",
             .product(name: "NIOEmbedded", package: "swift-nio"),
