@@ -67,6 +67,9 @@ public struct SMTPSession: Sendable {
     private var helloName: String?
     private var isEncrypted: Bool
     public private(set) var isAuthenticated = false
+    /// Whether this client may send mail on (a trusted network, or logged in). Without it every
+    /// recipient is refused: no open relay.
+    public var isRelayPermitted = false
     private var sender: Mailbox?
     private var parameters = MailParameters()
     private var recipients: [Mailbox] = []
@@ -74,9 +77,10 @@ public struct SMTPSession: Sendable {
     private var chunkProblem: DataReader.Problem?
     private var badCommands = 0
 
-    public init(policy: SessionPolicy, encrypted: Bool = false) {
+    public init(policy: SessionPolicy, encrypted: Bool = false, relayPermitted: Bool = false) {
         self.policy = policy
         self.isEncrypted = encrypted
+        self.isRelayPermitted = relayPermitted
     }
 
     public var greeting: SMTPReply {
@@ -112,6 +116,9 @@ public struct SMTPSession: Sendable {
             return .reply(SMTPReply(250, EnhancedStatusCode(2, 1, 0), "Sender OK"))
         case .rcpt(let recipient):
             guard phase == .mail || phase == .recipients else { return refuse(503, 5, 5, 1, "Error: need MAIL command") }
+            guard isRelayPermitted else {
+                return refuse(554, 5, 7, 1, "Relay access denied: authenticate or send from a trusted network")
+            }
             guard recipients.count < policy.maximumRecipients else {
                 return .reply(SMTPReply(452, EnhancedStatusCode(4, 5, 3), "Too many recipients"))
             }

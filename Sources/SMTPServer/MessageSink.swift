@@ -2,17 +2,34 @@ import SMTPProtocol
 
 /// Who the client is, as far as the server knows; handed to the sink with each message.
 public struct ConnectionInfo: Sendable, Equatable {
-    /// The client's address (`ip:port`), after PROXY protocol if the listener uses it.
-    public var remoteAddress: String?
+    /// The client's IP address, after PROXY protocol if the listener uses it.
+    public var clientIP: String?
+    public var clientPort: Int?
     public var isEncrypted: Bool
     public var authenticatedUser: String?
+    /// The tenant this client sends for (from its network, or its login); nil means it may not
+    /// relay: recipients are refused.
+    public var tenant: String?
 
-    public init(remoteAddress: String?, isEncrypted: Bool = false, authenticatedUser: String? = nil) {
-        self.remoteAddress = remoteAddress
+    public init(clientIP: String?, clientPort: Int? = nil, isEncrypted: Bool = false,
+                authenticatedUser: String? = nil, tenant: String? = nil) {
+        self.clientIP = clientIP
+        self.clientPort = clientPort
         self.isEncrypted = isEncrypted
         self.authenticatedUser = authenticatedUser
+        self.tenant = tenant
+    }
+
+    /// `ip:port` (or `[ip]:port` for IPv6), for logs and the record.
+    public var clientAddress: String {
+        guard let clientIP else { return "unknown" }
+        let host = clientIP.contains(":") ? "[\(clientIP)]" : clientIP
+        return clientPort.map { "\(host):\($0)" } ?? host
     }
 }
+
+/// Decides which tenant, if any, a client that has not logged in sends for (trusted networks).
+public typealias TenantResolver = @Sendable (_ clientIP: String) -> String?
 
 /// Takes responsibility for complete messages. The reply goes to the client as it is: a sink
 /// answers 250 only once the message is durable (for the ingress node: acknowledged by Kafka).

@@ -15,7 +15,7 @@ public final class SMTPListener: Sendable {
     }
 
     public static func bind(host: String, port: Int, policy: SessionPolicy, sink: any MessageSink,
-                            timeouts: SessionTimeouts = SessionTimeouts(),
+                            resolveTenant: @escaping TenantResolver, timeouts: SessionTimeouts = SessionTimeouts(),
                             group: MultiThreadedEventLoopGroup = .singleton,
                             logger: Logger = Logger(label: "smarthost.smtp.server")) async throws -> SMTPListener {
         let channel = try await ServerBootstrap(group: group)
@@ -25,7 +25,7 @@ public final class SMTPListener: Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
-                        SMTPServerHandler(policy: policy, sink: sink, timeouts: timeouts, logger: logger))
+                        SMTPServerHandler(policy: policy, sink: sink, resolveTenant: resolveTenant, timeouts: timeouts, logger: logger))
                 }
             }
             .bind(host: host, port: port)

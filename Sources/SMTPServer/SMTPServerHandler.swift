@@ -45,17 +45,23 @@ public final class SMTPServerHandler: ChannelInboundHandler {
     private var timeout: Scheduled<Void>?
     private var wroteSinceFlush = false
 
-    public init(policy: SessionPolicy, sink: any MessageSink, timeouts: SessionTimeouts = SessionTimeouts(),
-                logger: Logger = Logger(label: "smarthost.smtp.server")) {
+    private let resolveTenant: TenantResolver
+
+    public init(policy: SessionPolicy, sink: any MessageSink, resolveTenant: @escaping TenantResolver,
+                timeouts: SessionTimeouts = SessionTimeouts(), logger: Logger = Logger(label: "smarthost.smtp.server")) {
         self.session = SMTPSession(policy: policy)
         self.sink = sink
+        self.resolveTenant = resolveTenant
         self.timeouts = timeouts
         self.logger = logger
-        self.connection = ConnectionInfo(remoteAddress: nil)
+        self.connection = ConnectionInfo(clientIP: nil)
     }
 
     public func channelActive(context: ChannelHandlerContext) {
-        connection.remoteAddress = context.remoteAddress?.description
+        connection.clientIP = context.remoteAddress?.ipAddress
+        connection.clientPort = context.remoteAddress?.port
+        connection.tenant = connection.clientIP.flatMap(resolveTenant)
+        session.isRelayPermitted = connection.tenant != nil
         write(session.greeting, context: context)
         flush(context: context)
         armTimeout(context: context)
@@ -210,7 +216,7 @@ public final class SMTPServerHandler: ChannelInboundHandler {
         timeout = context.eventLoop.scheduleTask(in: TimeAmount(limit)) {
             let (handler, context) = loopBound.value
             if case .waiting = handler.mode { return }  // the sink has its own bound
-            handler.logger.info("session timed out", metadata: ["peer": "\(handler.connection.remoteAddress ?? "-")"])
+            handler.logger.info("session timed out", metadata: ["peer": "\(handler.connection.clientAddress)"])
             handler.write(SMTPReply(421, EnhancedStatusCode(4, 4, 2), "\(handler.session.policy.hostname) Error: timeout exceeded"), context: context)
             handler.close(context: context)
         }

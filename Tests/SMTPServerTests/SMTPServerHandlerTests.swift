@@ -25,8 +25,10 @@ actor RecordingSink: MessageSink {
 @Suite struct SMTPServerHandlerTests {
     let policy = SessionPolicy(hostname: "mx.test", maximumMessageSize: 10_000, maximumRecipients: 10)
 
-    func channel(_ sink: RecordingSink, timeouts: SessionTimeouts = SessionTimeouts()) throws -> EmbeddedChannel {
-        let channel = EmbeddedChannel(handler: SMTPServerHandler(policy: policy, sink: sink, timeouts: timeouts))
+    /// A channel from 192.0.2.7, which `trusted` decides about (by default: trusted).
+    func channel(_ sink: RecordingSink, timeouts: SessionTimeouts = SessionTimeouts(),
+                 trusted: @escaping TenantResolver = { _ in "test" }) throws -> EmbeddedChannel {
+        let channel = EmbeddedChannel(handler: SMTPServerHandler(policy: policy, sink: sink, resolveTenant: trusted, timeouts: timeouts))
         try channel.connect(to: SocketAddress(ipAddress: "192.0.2.7", port: 4000)).wait()
         return channel
     }
@@ -76,6 +78,15 @@ actor RecordingSink: MessageSink {
         #expect(await sink.count == 0, "nothing reached the sink")
         try send(channel, "NOOP\r\n")
         #expect(try replies(channel) == "250 2.0.0 OK\r\n", "the session is still usable")
+    }
+
+    @Test func anUntrustedClientCannotRelay() async throws {
+        let sink = RecordingSink()
+        let channel = try channel(sink, trusted: { $0 == "10.0.0.1" ? "test" : nil })
+        _ = try replies(channel)
+        try send(channel, "EHLO c\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n")
+        #expect(try replies(channel).hasSuffix("250 2.1.0 Sender OK\r\n554 5.7.1 Relay access denied: authenticate or send from a trusted network\r\n503 5.5.1 Error: need RCPT command\r\n"))
+        #expect(await sink.count == 0)
     }
 
     @Test func bdatChunksSplitAcrossReadsMakeOneMessage() async throws {
