@@ -51,6 +51,11 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // The ingress node: tenants, the Kafka sink, the listeners.
+        .target(name: "Ingress", dependencies: [
+            "Kafka", "QueueRecord", "SMTPProtocol", "SMTPServer", "SmarthostConfig",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .target(name: "SmarthostConfig", dependencies: [
             .product(name: "Yams", package: "Yams"),
         ]),
@@ -82,6 +87,7 @@ let package = Package(
         .testTarget(name: "ConfigTests", dependencies: ["SmarthostConfig"]),
         .testTarget(name: "SMTPProtocolTests", dependencies: ["SMTPProtocol"]),
         .testTarget(name: "QueueRecordTests", dependencies: ["QueueRecord", "SMTPProtocol"]),
+        .testTarget(name: "IngressTests", dependencies: ["Ingress", "Kafka", "QueueRecord", "SMTPServer", "SMTPProtocol", "SmarthostConfig", "TestSupport"]),
         .testTarget(name: "SMTPServerTests", dependencies: [
             "SMTPServer", "SMTPProtocol", "TestSupport",
             .product(name: "NIOEmbedded", package: "swift-nio"),

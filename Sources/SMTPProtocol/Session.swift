@@ -34,6 +34,13 @@ public struct Envelope: Sendable, Equatable {
     public var sender: Mailbox?
     public var recipients: [Mailbox]
     public var parameters: MailParameters
+
+    public init(helloName: String, sender: Mailbox?, recipients: [Mailbox], parameters: MailParameters = MailParameters()) {
+        self.helloName = helloName
+        self.sender = sender
+        self.recipients = recipients
+        self.parameters = parameters
+    }
 }
 
 /// The SMTP server's session state machine (RFC 5321 4.1.4 and 4.3.2, RFC 3030 for BDAT),

@@ -1,0 +1,90 @@
+import Foundation
+import Kafka
+import Logging
+import QueueRecord
+import SMTPProtocol
+import SMTPServer
+import SmarthostConfig
+
+/// The ingress node's `MessageSink`: turns each accepted message into one Kafka record in its
+/// tenant's topic and answers 250 only after Kafka acknowledged it (acks=all). If Kafka cannot
+/// take it in time, the client gets 451 and keeps the message: nothing is lost either way.
+public struct IngressSink: MessageSink {
+    private let producer: KafkaProducer
+    private let configuration: SmarthostConfiguration
+    private let hostname: String
+    private let logger: Logger
+
+    public init(producer: KafkaProducer, configuration: SmarthostConfiguration, hostname: String,
+                logger: Logger = Logger(label: "smarthost.ingress")) {
+        self.producer = producer
+        self.configuration = configuration
+        self.hostname = hostname
+        self.logger = logger
+    }
+
+    public func accept(_ envelope: Envelope, message: [UInt8], connection: ConnectionInfo) async -> SMTPReply {
+        // The session refuses recipients without a tenant; this is the second lock on that door.
+        guard let tenantName = connection.tenant, let tenant = configuration.tenants[tenantName] else {
+            return SMTPReply(554, EnhancedStatusCode(5, 7, 1), "Relay access denied")
+        }
+        let now = Date()
+        let id = MessageID.generate(milliseconds: UInt64(now.timeIntervalSince1970 * 1000))
+        let received = ReceivedHeader.make(helo: envelope.helloName, connection: connection, hostname: hostname,
+                                           id: id.text, recipients: envelope.recipients, date: now)
+        let accepted = AcceptedMessage(
+            id: id, tenant: tenantName, sender: envelope.sender, recipients: envelope.recipients,
+            receivedAt: UInt64(now.timeIntervalSince1970 * 1000), client: connection.clientAddress, helo: envelope.helloName,
+            tls: nil, authenticatedUser: connection.authenticatedUser, job: HeaderField.value(of: "X-Job", in: message),
+            lane: AcceptedMessage.Lane(rawValue: tenant.lane.rawValue) ?? .normal, trafficClass: tenant.trafficClass,
+            smtputf8: envelope.parameters.smtputf8, eightBit: envelope.parameters.body == .eightBitMIME,
+            content: received + message)
+        let record = OutgoingRecord(
+            topic: configuration.kafka.tenantTopic(for: tenantName), key: Array(id.text.utf8), value: accepted.content,
+            headers: accepted.headers.map { KafkaHeader(name: $0.name, string: $0.value) })
+        do {
+            let report = try await producer.send(record)
+            logger.info("queued", metadata: [
+                "id": "\(id)", "tenant": "\(tenantName)", "recipients": "\(envelope.recipients.count)",
+                "size": "\(accepted.content.count)", "partition": "\(report.partition)", "offset": "\(report.offset)",
+            ])
+            return SMTPReply(250, EnhancedStatusCode(2, 0, 0), "Ok: queued as \(id)")
+        } catch KafkaError.recordTooLarge(let size, let limit) {
+            logger.warning("message too large for Kafka", metadata: ["size": "\(size)", "limit": "\(limit)"])
+            return SMTPReply(552, EnhancedStatusCode(5, 3, 4), "Message too big for this system")
+        } catch {
+            logger.warning("could not queue a message", metadata: ["tenant": "\(tenantName)", "error": "\(error)"])
+            return SMTPReply(451, EnhancedStatusCode(4, 3, 0), "Queue temporarily unavailable, try again later")
+        }
+    }
+}
+
+/// Reads a header field from a message's header section (before the first empty line).
+enum HeaderField {
+    /// The unfolded value of the first field named `name` (case-insensitive), trimmed; nil if
+    /// absent or empty. Only printable ASCII is kept: the value travels as a Kafka header and
+    /// into logs.
+    static func value(of name: String, in message: [UInt8]) -> String? {
+        let wanted = Array(name.lowercased().utf8) + [UInt8(ascii: ":")]
+        var lineStart = 0
+        var index = 0
+        while index < message.count {
+            guard message[index] == 10 else { index += 1; continue }
+            let line = message[lineStart..<index]
+            if line.count <= 1 { return nil }  // the empty line: end of the header section
+            if line.count > wanted.count, line.prefix(wanted.count).map({ (65...90).contains($0) ? $0 + 32 : $0 }) == wanted {
+                var end = index + 1
+                // Unfold continuation lines (starting with space or tab).
+                while end < message.count, message[end] == 32 || message[end] == 9, let next = message[end...].firstIndex(of: 10) {
+                    end = next + 1
+                }
+                let raw = message[(lineStart + wanted.count)..<end].filter { $0 >= 32 && $0 < 127 }
+                let value = String(decoding: raw, as: UTF8.self).trimmingCharacters(in: .whitespaces)
+                return value.isEmpty ? nil : String(value.prefix(200))
+            }
+            lineStart = index + 1
+            index += 1
+        }
+        return nil
+    }
+}
