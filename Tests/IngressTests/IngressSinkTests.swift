@@ -55,10 +55,13 @@ struct IngressSinkTests {
             """, fileName: "test.yaml")
     }
 
-    func producer(_ configuration: SmarthostConfiguration) throws -> KafkaProducer {
+    /// A sink producing to `broker`, as an ingress node configured for it would build it.
+    func sink(_ broker: TansuBroker) throws -> (IngressSink, KafkaProducer, SmarthostConfiguration) {
+        let configuration = try configuration(broker)
         var settings = KafkaProducerConfiguration(bootstrapServers: configuration.kafka.brokers.map(\.description))
         settings.deliveryTimeout = configuration.kafka.deliveryTimeout
-        return try KafkaProducer(configuration: settings)
+        let producer = try KafkaProducer(configuration: settings)
+        return (IngressSink(producer: producer, configuration: configuration, hostname: "mx.test"), producer, configuration)
     }
 
     func readRecords(_ broker: TansuBroker, topic: String, count: Int) async throws -> [ConsumedRecord] {
@@ -83,9 +86,7 @@ struct IngressSinkTests {
     @Test func anAcceptedMessageIsOneRecordInItsTenantsTopicAnd250ComesAfterTheAck() async throws {
         let broker = try TansuBroker()
         defer { broker.stop() }
-        let configuration = try configuration(broker)
-        let producer = try producer(configuration)
-        let sink = IngressSink(producer: producer, configuration: configuration, hostname: "mx.test")
+        let (sink, producer, _) = try sink(broker)
         let reply = await sink.accept(envelope, message: message, connection: connection)
         #expect(reply.code == 250)
         let id = try #require(reply.lines.first?.split(separator: " ").last.map(String.init))
@@ -105,9 +106,7 @@ struct IngressSinkTests {
     @Test func aStalledBrokerGets451AndNo250() async throws {
         let broker = try TansuBroker()
         defer { broker.stop() }
-        let configuration = try configuration(broker)
-        let producer = try producer(configuration)
-        let sink = IngressSink(producer: producer, configuration: configuration, hostname: "mx.test")
+        let (sink, producer, _) = try sink(broker)
         #expect(await sink.accept(envelope, message: message, connection: connection).code == 250)
         broker.pause()
         let reply = await sink.accept(envelope, message: message, connection: connection)
@@ -137,9 +136,7 @@ struct IngressSinkTests {
     @Test func aConnectionWithoutTenantIsRefused() async throws {
         let broker = try TansuBroker()
         defer { broker.stop() }
-        let configuration = try configuration(broker)
-        let producer = try producer(configuration)
-        let sink = IngressSink(producer: producer, configuration: configuration, hostname: "mx.test")
+        let (sink, producer, _) = try sink(broker)
         var stranger = connection
         stranger.tenant = nil
         #expect(await sink.accept(envelope, message: message, connection: stranger).code == 554)
@@ -149,9 +146,7 @@ struct IngressSinkTests {
     @Test func swaksThroughARealListenerLandsInKafka() async throws {
         let broker = try TansuBroker()
         defer { broker.stop() }
-        let configuration = try configuration(broker)
-        let producer = try producer(configuration)
-        let sink = IngressSink(producer: producer, configuration: configuration, hostname: "mx.test")
+        let (sink, producer, configuration) = try sink(broker)
         let listener = try await SMTPListener.bind(host: "127.0.0.1", port: 0, policy: SessionPolicy(hostname: "mx.test"), sink: sink,
                                                    resolveTenant: configuration.trustedNetworkResolver)
         let port = try #require(listener.localAddress?.port)
