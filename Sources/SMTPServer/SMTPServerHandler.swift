@@ -156,10 +156,12 @@ public final class SMTPServerHandler: ChannelInboundHandler {
         case .readChunk(let size):
             mode = size == 0 ? .commands : .chunk(remaining: size, bytes: [], last: lastBdat?.last ?? false)
             if size == 0 { perform(session.chunkReceived([], last: lastBdat?.last ?? false), context: context) }
-        case .startTLS, .authenticate:
-            // The listener offers neither until TLS and AUTH are wired in; the session refuses
-            // both before it gets here, so this is a programming error.
-            preconditionFailure("STARTTLS/AUTH requested from a listener that does not offer them")
+        case .startTLS:
+            // TLS is not wired into the handler yet: a policy that offers it gets a refusal,
+            // never a crash on client input.
+            write(SMTPReply(454, EnhancedStatusCode(4, 7, 0), "TLS not available"), context: context)
+        case .authenticate:
+            write(SMTPReply(454, EnhancedStatusCode(4, 7, 0), "Temporary authentication failure"), context: context)
         case .deliver(let envelope, let message):
             mode = .waiting
             flush(context: context)
@@ -181,6 +183,7 @@ public final class SMTPServerHandler: ChannelInboundHandler {
         guard case .waiting = mode else { return }  // the connection closed meanwhile
         mode = .commands
         write(session.messageHandled(reply), context: context)
+        armTimeout(context: context)  // the timer that fired while the sink worked did nothing
         process(context: context)
         flush(context: context)
     }
@@ -215,7 +218,7 @@ public final class SMTPServerHandler: ChannelInboundHandler {
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         timeout = context.eventLoop.scheduleTask(in: TimeAmount(limit)) {
             let (handler, context) = loopBound.value
-            if case .waiting = handler.mode { return }  // the sink has its own bound
+            if case .waiting = handler.mode { return }  // the sink has its own bound; re-armed after it
             handler.logger.info("session timed out", metadata: ["peer": "\(handler.connection.clientAddress)"])
             handler.write(SMTPReply(421, EnhancedStatusCode(4, 4, 2), "\(handler.session.policy.hostname) Error: timeout exceeded"), context: context)
             handler.close(context: context)

@@ -122,3 +122,31 @@ actor RecordingSink: MessageSink {
         #expect(try replies(channel).hasSuffix("451 4.3.0 queue unavailable, try again\r\n250 2.1.0 Sender OK\r\n"))
     }
 }
+
+extension SMTPServerHandlerTests {
+    @Test func aClientIdleAfterItsMessageIsStillTimedOut() async throws {
+        let sink = RecordingSink()
+        let channel = try channel(sink, timeouts: SessionTimeouts(command: .seconds(30)))
+        try send(channel, "EHLO c\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\nx\r\n.\r\n")
+        channel.embeddedEventLoop.advanceTime(by: .seconds(31))  // fires while the sink works: ignored
+        try await settle(channel, sink, messages: 1)
+        #expect(try replies(channel).hasSuffix("250 2.0.0 queued\r\n"))
+        #expect(channel.isActive)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(31))
+        #expect(try replies(channel) == "421 4.4.2 mx.test Error: timeout exceeded\r\n")
+        #expect(!channel.isActive)
+    }
+}
+
+extension SMTPServerHandlerTests {
+    /// Until TLS and AUTH are wired in, a listener whose policy offers them refuses them; a
+    /// client's STARTTLS must never bring the server down.
+    @Test func startTLSAndAuthOnAListenerWithoutThemAreRefused() throws {
+        let policy = SessionPolicy(hostname: "mx.test", offersStartTLS: true, offersAuth: true, authOverPlaintext: true)
+        let channel = EmbeddedChannel(handler: SMTPServerHandler(policy: policy, sink: RecordingSink(), resolveTenant: { _ in nil }))
+        try channel.connect(to: SocketAddress(ipAddress: "192.0.2.7", port: 4000)).wait()
+        _ = try replies(channel)
+        try send(channel, "EHLO c\r\nAUTH PLAIN\r\nSTARTTLS\r\nNOOP\r\n")
+        #expect(try replies(channel).hasSuffix("454 4.7.0 Temporary authentication failure\r\n454 4.7.0 TLS not available\r\n250 2.0.0 OK\r\n"))
+    }
+}
