@@ -131,14 +131,12 @@ public final class SMTPServerHandler: ChannelInboundHandler {
         case .bareLineEnd:
             perform(session.refused(.controlCharacters), context: context)
         case .line(let bytes):
-            do {
+            do throws(SMTPCommandError) {
                 let command = try SMTPCommand.parse(bytes, smtputf8Offered: true, utf8Transaction: session.isUTF8Transaction)
                 if case .bdat(let size, let last) = command { lastBdat = (size, last) }
                 perform(session.handle(command), context: context)
-            } catch let error as SMTPCommandError {
-                perform(session.refused(error), context: context)
             } catch {
-                preconditionFailure("SMTPCommand.parse throws only SMTPCommandError")
+                perform(session.refused(error), context: context)
             }
         }
     }
