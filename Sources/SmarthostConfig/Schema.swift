@@ -14,7 +14,7 @@ extension SchemaReader {
     }
 
     static let sections = [
-        "node", "kafka", "redis", "pools", "traffic_classes", "tenants", "routes", "delivery", "limits",
+        "node", "kafka", "redis", "pools", "traffic_classes", "tenants", "routes", "delivery", "ingress", "limits",
     ]
 
     func configuration(_ root: Node?) -> SmarthostConfiguration? {
@@ -36,13 +36,14 @@ extension SchemaReader {
         let routes = top["routes"].map { self.routes($0, top.path("routes")) } ?? []
         let delivery = top["delivery"].flatMap { self.delivery($0, top.path("delivery")) }
             ?? Configuration.DeliverySettings()
+        let ingress = top["ingress"].flatMap { self.ingress($0, top.path("ingress")) } ?? Configuration.IngressSettings()
         let limits = top["limits"].map {
             self.limits($0, top.path("limits"), pools: pools.names, tenants: tenants?.names)
         } ?? []
         guard diagnostics.isEmpty, let node, let kafka, let redis, let tenants else { return nil }
         return SmarthostConfiguration(node: node, kafka: kafka, redis: redis, pools: pools.values,
                                       trafficClasses: classes.values, tenants: tenants.values, routes: routes,
-                                      delivery: delivery, limits: limits)
+                                      delivery: delivery, ingress: ingress, limits: limits)
     }
 
     // MARK: node
@@ -386,6 +387,28 @@ extension SchemaReader {
         settings.maxMessagesPerConnection = optional(fields, "max_messages_per_connection") {
             integer($0, $1, 1...10_000)
         } ?? settings.maxMessagesPerConnection
+        return settings
+    }
+
+    private func ingress(_ node: Node, _ path: KeyPath) -> Configuration.IngressSettings? {
+        guard let fields = fields(node, path, known: ["hostname", "listeners"]) else { return nil }
+        var settings = Configuration.IngressSettings()
+        settings.hostname = optional(fields, "hostname", domain)
+        guard let listenersNode = fields["listeners"] else { return settings }
+        let listenersPath = fields.path("listeners")
+        guard let items = list(listenersNode, listenersPath, expected: "a list of listeners") else { return nil }
+        var seen: [HostPort: Int] = [:]
+        for (index, item) in items.enumerated() {
+            guard let listener = self.fields(item, listenersPath[index], known: ["address", "proxy_protocol"]) else { continue }
+            let addressNode = required(listener, "address")
+            guard let addressNode, let address = hostPort(addressNode, listener.path("address")) else { continue }
+            if let first = seen[address] {
+                report(addressNode, listener.path("address"), "duplicate listener: \(address) is already used by \(listenersPath[first])")
+                continue
+            }
+            seen[address] = index
+            settings.listeners.append(Configuration.Listener(address: address, proxyProtocol: optional(listener, "proxy_protocol", boolean) ?? false))
+        }
         return settings
     }
 

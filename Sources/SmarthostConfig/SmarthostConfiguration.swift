@@ -13,12 +13,14 @@ public struct SmarthostConfiguration: Sendable, Equatable {
     /// Static routes in file order; no two have the same domain.
     public var routes: [Route]
     public var delivery: DeliverySettings
+    public var ingress: IngressSettings
     /// Cluster-wide limits in file order; no two have the same scope.
     public var limits: [Limit]
 
     public init(node: NodeSettings, kafka: KafkaSettings, redis: RedisSettings, pools: [String: Pool] = [:],
                 trafficClasses: [String: TrafficClass] = TrafficClass.builtIn, tenants: [String: Tenant],
-                routes: [Route] = [], delivery: DeliverySettings = DeliverySettings(), limits: [Limit] = []) {
+                routes: [Route] = [], delivery: DeliverySettings = DeliverySettings(),
+                ingress: IngressSettings = IngressSettings(), limits: [Limit] = []) {
         self.node = node
         self.kafka = kafka
         self.redis = redis
@@ -27,6 +29,7 @@ public struct SmarthostConfiguration: Sendable, Equatable {
         self.tenants = tenants
         self.routes = routes
         self.delivery = delivery
+        self.ingress = ingress
         self.limits = limits
     }
 }
@@ -244,6 +247,30 @@ extension SmarthostConfiguration {
         public init(defaultNextHop: HostPort? = nil, maxMessagesPerConnection: Int = 100) {
             self.defaultNextHop = defaultNextHop
             self.maxMessagesPerConnection = maxMessagesPerConnection
+        }
+    }
+
+    /// What an ingress node listens on and how it names itself.
+    public struct IngressSettings: Sendable, Equatable {
+        /// The name in the greeting, EHLO reply and Received: lines; the node id when absent.
+        public var hostname: String?
+        public var listeners: [Listener]
+
+        public init(hostname: String? = nil, listeners: [Listener] = []) {
+            self.hostname = hostname
+            self.listeners = listeners
+        }
+    }
+
+    /// One SMTP listening socket of an ingress node.
+    public struct Listener: Sendable, Equatable {
+        public var address: HostPort
+        /// Expect a PROXY protocol v1/v2 header first (behind HAProxy).
+        public var proxyProtocol: Bool
+
+        public init(address: HostPort, proxyProtocol: Bool = false) {
+            self.address = address
+            self.proxyProtocol = proxyProtocol
         }
     }
 

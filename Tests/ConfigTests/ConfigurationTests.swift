@@ -245,7 +245,7 @@ struct BadCase: Sendable, CustomTestStringConvertible {
 
 @Suite("Invalid files")
 struct InvalidConfigurationTests {
-    static let sections = "node, kafka, redis, pools, traffic_classes, tenants, routes, delivery, limits"
+    static let sections = "node, kafka, redis, pools, traffic_classes, tenants, routes, delivery, ingress, limits"
     static let anchors = "YAML anchors (&name) and aliases (*name) are not supported; write the value out in full"
 
     static let cases: [BadCase] = [
@@ -388,6 +388,14 @@ struct InvalidConfigurationTests {
         BadCase(name: "duplicate route domain",
                 yaml: "routes:\n  - domain: example.com\n    next_hop: a.example.net:25\n  - domain: Example.COM\n    next_hop: b.example.net:25",
                 error: #"t.yaml:4:13: routes[1].domain: duplicate route: "example.com" is already routed by routes[0]"#),
+        BadCase(name: "duplicate ingress listener",
+                yaml: "ingress:\n  listeners:\n    - address: 127.0.0.1:2525\n    - address: 127.0.0.1:2525",
+                error: "t.yaml:4:16: ingress.listeners[1].address: duplicate listener: 127.0.0.1:2525 is already used by ingress.listeners[0]"),
+        BadCase(name: "ingress listener without an address", yaml: "ingress:\n  listeners:\n    - proxy_protocol: true",
+                error: #"t.yaml:3:7: ingress.listeners[0]: missing required key "address""#),
+        BadCase(name: "ingress proxy_protocol not a boolean",
+                yaml: "ingress:\n  listeners:\n    - {address: 127.0.0.1:2525, proxy_protocol: yes}",
+                error: #"t.yaml:3:49: ingress.listeners[0].proxy_protocol: expected true or false, got "yes""#),
         BadCase(name: "limit without a selector", yaml: "limits:\n  - max_connections: 5",
                 error: "t.yaml:2:5: limits[0]: expected at least one of pool, domain or tenant to select the traffic "
                     + "to limit, got none"),
