@@ -55,6 +55,7 @@ let package = Package(
         .target(name: "Ingress", dependencies: [
             "Kafka", "QueueRecord", "SMTPProtocol", "SMTPServer", "SmarthostConfig",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         .target(name: "SmarthostConfig", dependencies: [
             .product(name: "Yams", package: "Yams"),
@@ -65,7 +66,8 @@ let package = Package(
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         .executableTarget(name: "smarthost", dependencies: [
-            "Kafka", "Redis", "SmarthostConfig", "Observability",
+            "Kafka", "Redis", "SmarthostConfig", "Observability", "Ingress",
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -96,6 +98,6 @@ let package = Package(
         .testTarget(name: "ObservabilityTests", dependencies: ["Observability", "TestSupport"]),
         .testTarget(name: "TestSupportTests", dependencies: ["TestSupport"]),
         // Runs the built `smarthost` binary as an operator would.
-        .testTarget(name: "SmarthostCLITests", dependencies: ["TestSupport", "Kafka"]),
+        .testTarget(name: "SmarthostCLITests", dependencies: ["TestSupport", "Kafka", "QueueRecord"]),
     ]
 )

@@ -28,6 +28,9 @@ public struct IngressSink: MessageSink {
         guard let tenantName = connection.tenant, let tenant = configuration.tenants[tenantName] else {
             return SMTPReply(554, EnhancedStatusCode(5, 7, 1), "Relay access denied")
         }
+        guard message.count <= tenant.maxMessageSize.bytes else {
+            return SMTPReply(552, EnhancedStatusCode(5, 3, 4), "Message exceeds the size limit of \(tenant.maxMessageSize.bytes) octets")
+        }
         let now = Date()
         let id = MessageID.generate(milliseconds: UInt64(now.timeIntervalSince1970 * 1000))
         let received = ReceivedHeader.make(helo: envelope.helloName, connection: connection, hostname: hostname,

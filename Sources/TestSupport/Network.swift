@@ -75,3 +75,12 @@ func makeScratchDirectory(_ name: String) throws -> String {
     try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     return path
 }
+
+/// Waits until `process` answers on `port` with a line starting with `greeting` (for example
+/// an SMTP server's "220"); fails with its log if it exits or stays silent.
+public func waitForGreeting(_ process: ManagedProcess, port: Int, greeting: String, timeout: Duration = .seconds(30)) throws {
+    try waitUntilReady(process, timeout: timeout) {
+        Loopback.exchange(port: port, request: [], isComplete: { $0.contains(10) })
+            .map { String(decoding: $0, as: UTF8.self).hasPrefix(greeting) } ?? false
+    }
+}

@@ -1,6 +1,10 @@
 import ArgumentParser
 import Foundation
+import Ingress
 import Kafka
+import Logging
+import Observability
+import ServiceLifecycle
 import SmarthostConfig
 
 @main
@@ -8,7 +12,7 @@ struct Smarthost: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "smarthost",
         abstract: "A node of the smarthost cluster, and the tools to prepare one.",
-        subcommands: [CheckConfig.self, Topics.self, Version.self])
+        subcommands: [IngressCommand.self, CheckConfig.self, Topics.self, Version.self])
 }
 
 /// `--config FILE`, loaded and validated; a bad file stops the command with every error in it.
@@ -23,6 +27,40 @@ struct ConfigFileOption: ParsableArguments {
             printError(error.description)
             throw ExitCode(2)
         }
+    }
+}
+
+struct IngressCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ingress",
+        abstract: "Run an ingress node: accept SMTP and enqueue each message to its tenant's Kafka topic.")
+
+    @OptionGroup var file: ConfigFileOption
+
+    func run() async throws {
+        let configuration = try file.load()
+        guard !configuration.ingress.listeners.isEmpty else {
+            printError("\(file.config): ingress.listeners: an ingress node needs at least one listener")
+            throw ExitCode(2)
+        }
+        if let index = configuration.ingress.listeners.firstIndex(where: \.proxyProtocol) {
+            printError("\(file.config): ingress.listeners[\(index)].proxy_protocol: the PROXY protocol is not supported yet")
+            throw ExitCode(2)
+        }
+        try LibraryVersion.check()
+        _ = Observability.bootstrap(level: Logger.Level(rawValue: configuration.node.logLevel.rawValue) ?? .info,
+                                    format: LogFormat(rawValue: configuration.node.logFormat.rawValue) ?? .json,
+                                    nodeID: configuration.node.id)
+        let logger = Logger(label: "smarthost.ingress")
+        let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(configuration.kafka, clientID: configuration.node.id))
+        let hostname = configuration.ingress.hostname ?? configuration.node.id
+        let sink = IngressSink(producer: producer, configuration: configuration, hostname: hostname)
+        let node = try await IngressNode.start(configuration: configuration, sink: sink)
+        // Shut down in reverse order: the listeners stop accepting, then the producer flushes.
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: producer), .init(service: node)],
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
     }
 }
 
