@@ -42,8 +42,8 @@ public final class IngressNode: Service, Sendable {
                     maximumRecipients: tenantLimits.map(\.maxRecipients).max() ?? SessionPolicy(hostname: hostname).maximumRecipients)
                 listeners.append(try await SMTPListener.bind(
                     host: listener.address.host, port: listener.address.port, policy: policy, sink: sink,
-                    resolveTenant: configuration.trustedNetworkResolver, logger: logger))
-                logger.notice("listening", metadata: ["address": "\(listener.address)"])
+                    resolveTenant: configuration.trustedNetworkResolver, proxyProtocol: listener.proxyProtocol, logger: logger))
+                logger.notice("listening", metadata: ["address": "\(listener.address)", "proxy_protocol": "\(listener.proxyProtocol)"])
             }
         } catch {
             for listener in listeners { try? await listener.close() }

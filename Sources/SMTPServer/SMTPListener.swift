@@ -3,7 +3,8 @@ import NIOCore
 import NIOPosix
 import SMTPProtocol
 
-/// A listening SMTP socket: each accepted connection gets its own `SMTPServerHandler`.
+/// A listening SMTP socket: each accepted connection gets its own `SMTPServerHandler`, behind a
+/// `ProxyProtocolHandler` when the listener sits behind a load balancer that sends the header.
 public final class SMTPListener: Sendable {
     public let channel: any Channel
 
@@ -15,7 +16,7 @@ public final class SMTPListener: Sendable {
     }
 
     public static func bind(host: String, port: Int, policy: SessionPolicy, sink: any MessageSink,
-                            resolveTenant: @escaping TenantResolver, timeouts: SessionTimeouts = SessionTimeouts(),
+                            resolveTenant: @escaping TenantResolver, proxyProtocol: Bool = false, timeouts: SessionTimeouts = SessionTimeouts(),
                             group: MultiThreadedEventLoopGroup = .singleton,
                             logger: Logger = Logger(label: "smarthost.smtp.server")) async throws -> SMTPListener {
         let channel = try await ServerBootstrap(group: group)
@@ -24,8 +25,12 @@ public final class SMTPListener: Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if proxyProtocol {
+                        try channel.pipeline.syncOperations.addHandler(ProxyProtocolHandler())
+                    }
                     try channel.pipeline.syncOperations.addHandler(
-                        SMTPServerHandler(policy: policy, sink: sink, resolveTenant: resolveTenant, timeouts: timeouts, logger: logger))
+                        SMTPServerHandler(policy: policy, sink: sink, resolveTenant: resolveTenant,
+                                          expectsProxyHeader: proxyProtocol, timeouts: timeouts, logger: logger))
                 }
             }
             .bind(host: host, port: port)

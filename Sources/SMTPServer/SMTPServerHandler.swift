@@ -46,26 +46,51 @@ public final class SMTPServerHandler: ChannelInboundHandler {
     private var wroteSinceFlush = false
 
     private let resolveTenant: TenantResolver
+    private let expectsProxyHeader: Bool
 
+    /// With `expectsProxyHeader` the session starts only once a `ProxyProtocolHandler` in front
+    /// of this one announced the real client; otherwise it starts when the connection does.
     public init(policy: SessionPolicy, sink: any MessageSink, resolveTenant: @escaping TenantResolver,
-                timeouts: SessionTimeouts = SessionTimeouts(), logger: Logger = Logger(label: "smarthost.smtp.server")) {
+                expectsProxyHeader: Bool = false, timeouts: SessionTimeouts = SessionTimeouts(),
+                logger: Logger = Logger(label: "smarthost.smtp.server")) {
         self.session = SMTPSession(policy: policy)
         self.sink = sink
         self.resolveTenant = resolveTenant
+        self.expectsProxyHeader = expectsProxyHeader
         self.timeouts = timeouts
         self.logger = logger
         self.connection = ConnectionInfo(clientIP: nil)
     }
 
     public func channelActive(context: ChannelHandlerContext) {
-        connection.clientIP = context.remoteAddress?.ipAddress
-        connection.clientPort = context.remoteAddress?.port
-        connection.tenant = connection.clientIP.flatMap(resolveTenant)
+        if !expectsProxyHeader {
+            start(clientIP: context.remoteAddress?.ipAddress, port: context.remoteAddress?.port, context: context)
+        }
+        context.fireChannelActive()
+    }
+
+    public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard expectsProxyHeader, let received = event as? ProxyHeaderReceived else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        switch received.header {
+        case .proxied(let clientIP, let clientPort):
+            start(clientIP: clientIP, port: clientPort, context: context)
+        case .local:
+            start(clientIP: context.remoteAddress?.ipAddress, port: context.remoteAddress?.port, context: context)
+        }
+    }
+
+    /// Who the client is decides its tenant, and whether it may relay at all.
+    private func start(clientIP: String?, port: Int?, context: ChannelHandlerContext) {
+        connection.clientIP = clientIP
+        connection.clientPort = port
+        connection.tenant = clientIP.flatMap(resolveTenant)
         session.isRelayPermitted = connection.tenant != nil
         write(session.greeting, context: context)
         flush(context: context)
         armTimeout(context: context)
-        context.fireChannelActive()
     }
 
     public func channelInactive(context: ChannelHandlerContext) {

@@ -43,10 +43,6 @@ struct IngressCommand: AsyncParsableCommand {
             printError("\(file.config): ingress.listeners: an ingress node needs at least one listener")
             throw ExitCode(2)
         }
-        if let index = configuration.ingress.listeners.firstIndex(where: \.proxyProtocol) {
-            printError("\(file.config): ingress.listeners[\(index)].proxy_protocol: the PROXY protocol is not supported yet")
-            throw ExitCode(2)
-        }
         try LibraryVersion.check()
         _ = Observability.bootstrap(level: Logger.Level(rawValue: configuration.node.logLevel.rawValue) ?? .info,
                                     format: LogFormat(rawValue: configuration.node.logFormat.rawValue) ?? .json,
