@@ -57,6 +57,12 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
+        // Each node's HTTP endpoint: /health, /ready, /metrics (the admin API joins it later).
+        .target(name: "NodeHTTP", dependencies: [
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ]),
         .target(name: "SmarthostConfig", dependencies: [
             .product(name: "Yams", package: "Yams"),
         ]),
@@ -66,7 +72,7 @@ let package = Package(
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         .executableTarget(name: "smarthost", dependencies: [
-            "Kafka", "Redis", "SmarthostConfig", "Observability", "Ingress",
+            "Kafka", "Redis", "SmarthostConfig", "Observability", "Ingress", "NodeHTTP",
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
@@ -87,6 +93,7 @@ let package = Package(
             .product(name: "NIOEmbedded", package: "swift-nio"),
         ]),
         .testTarget(name: "ConfigTests", dependencies: ["SmarthostConfig"]),
+        .testTarget(name: "NodeHTTPTests", dependencies: ["NodeHTTP", "TestSupport"]),
         .testTarget(name: "SMTPProtocolTests", dependencies: ["SMTPProtocol"]),
         .testTarget(name: "QueueRecordTests", dependencies: ["QueueRecord", "SMTPProtocol"]),
         .testTarget(name: "IngressTests", dependencies: ["Ingress", "Kafka", "QueueRecord", "SMTPServer", "SMTPProtocol", "SmarthostConfig", "TestSupport"]),

@@ -4,6 +4,7 @@ import SMTPProtocol
 import SMTPServer
 import ServiceLifecycle
 import SmarthostConfig
+import Synchronization
 
 extension KafkaProducerConfiguration {
     /// The producer settings a node derives from the configuration file.
@@ -22,6 +23,10 @@ extension KafkaProducerConfiguration {
 public final class IngressNode: Service, Sendable {
     public let listeners: [SMTPListener]
     private let logger: Logger
+    private let draining = Atomic<Bool>(false)
+
+    /// True once a graceful shutdown began: the node should no longer get new clients.
+    public var isDraining: Bool { draining.load(ordering: .relaxed) }
 
     private init(listeners: [SMTPListener], logger: Logger) {
         self.listeners = listeners
@@ -54,6 +59,7 @@ public final class IngressNode: Service, Sendable {
 
     public func run() async throws {
         try? await gracefulShutdown()
+        draining.store(true, ordering: .relaxed)
         logger.notice("stopping: no new connections")
         for listener in listeners { try? await listener.close() }
     }

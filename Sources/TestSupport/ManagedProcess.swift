@@ -90,6 +90,22 @@ public final class ManagedProcess: Sendable {
         kill(pid, sig)
     }
 
+    /// SIGSTOP, returning only once the kernel reports the process stopped: kill() merely
+    /// queues the signal, and a server on the other core can still answer a request meanwhile.
+    public func suspend() {
+        kill(pid, SIGSTOP)
+        let deadline = ContinuousClock.now + .seconds(2)
+        while ContinuousClock.now < deadline, !isStopped { usleep(1_000) }
+    }
+
+    /// The state letter in /proc/PID/stat is T (stopped) or t (tracing stop).
+    private var isStopped: Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return false }
+        let state = stat[stat.index(after: close)...].drop { $0 == " " }.first
+        return state == "T" || state == "t"
+    }
+
     /// SIGTERM, then SIGKILL after `grace`; waits until the child is reaped.
     public func stop(grace: Duration = .seconds(5)) {
         defer { unlink(pidFile) }

@@ -46,7 +46,7 @@ public final class RedisServer: Sendable {
     /// SIGKILL: what clients see when the server host dies.
     public func crash() { process.withLock { $0?.crash() } }
     public func stop() { process.withLock { $0?.stop() } }
-    public func pause() { process.withLock { $0?.signal(SIGSTOP) } }
+    public func pause() { process.withLock { $0?.suspend() } }
     public func resume() { process.withLock { $0?.signal(SIGCONT) } }
 
     private static func launch(port: Int, directory: String) throws -> ManagedProcess {
@@ -98,7 +98,7 @@ public final class TansuBroker: Sendable {
     }
 
     /// SIGSTOP keeps the broker's memory-only data while it stops answering: an outage.
-    public func pause() { process.signal(SIGSTOP) }
+    public func pause() { process.suspend() }
     public func resume() { process.signal(SIGCONT) }
     public func stop() { process.stop() }
 

@@ -3,6 +3,7 @@ import Foundation
 import Ingress
 import Kafka
 import Logging
+import NodeHTTP
 import Observability
 import ServiceLifecycle
 import SmarthostConfig
@@ -44,19 +45,28 @@ struct IngressCommand: AsyncParsableCommand {
             throw ExitCode(2)
         }
         try LibraryVersion.check()
-        _ = Observability.bootstrap(level: Logger.Level(rawValue: configuration.node.logLevel.rawValue) ?? .info,
-                                    format: LogFormat(rawValue: configuration.node.logFormat.rawValue) ?? .json,
-                                    nodeID: configuration.node.id)
+        let registry = Observability.bootstrap(level: Logger.Level(rawValue: configuration.node.logLevel.rawValue) ?? .info,
+                                               format: LogFormat(rawValue: configuration.node.logFormat.rawValue) ?? .json,
+                                               nodeID: configuration.node.id)
         let logger = Logger(label: "smarthost.ingress")
         let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(configuration.kafka, clientID: configuration.node.id))
         let hostname = configuration.ingress.hostname ?? configuration.node.id
         let sink = IngressSink(producer: producer, configuration: configuration, hostname: hostname)
+        let kafka = try KafkaReachability(bootstrapServers: configuration.kafka.brokers.map(\.description))
+        await kafka.check()
         let node = try await IngressNode.start(configuration: configuration, sink: sink)
+        let http = try await NodeHTTPServer.bind(
+            host: configuration.node.adminListen.host, port: configuration.node.adminListen.port,
+            endpoints: NodeEndpoints(
+                notReadyReason: { node.isDraining ? "shutting down" : kafka.unreachableReason },
+                metrics: { Observability.prometheusText(registry) }))
+        logger.notice("health, readiness and metrics", metadata: ["address": "\(configuration.node.adminListen)"])
         // Shut down in reverse order: the listeners stop accepting, then the producer flushes.
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: producer), .init(service: node)],
+            services: [.init(service: producer), .init(service: kafka), .init(service: node)],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
+        try? await http.close()
     }
 }
 

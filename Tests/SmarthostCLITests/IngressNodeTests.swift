@@ -14,11 +14,12 @@ struct IngressNodeTests {
         let broker = try TansuBroker()
         defer { broker.stop() }
         let smtpPort = try Loopback.freePort()
+        let adminPort = try Loopback.freePort()
         let directory = NSTemporaryDirectory() + "ingress-node-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let config = "\(directory)/cluster.yaml"
         try """
-            node: {id: ingress-test, log_format: json}
+            node: {id: ingress-test, log_format: json, admin_listen: "127.0.0.1:\(adminPort)"}
             kafka: {brokers: ["\(broker.bootstrap)"], delivery_timeout: 5s}
             redis: {address: "127.0.0.1:6379"}
             tenants:
@@ -53,6 +54,19 @@ struct IngressNodeTests {
         #expect(accepted.tenant == "demo" && accepted.job == "node-test")
         #expect(accepted.recipients.map(\.description) == ["someone@example.com"])
 
+        #expect(httpGet(adminPort, "/ready")?.hasPrefix("HTTP/1.1 200 OK") == true)
+        #expect(httpGet(adminPort, "/metrics")?.contains(#"smarthost_kafka_produced_total{result="acknowledged"} 1"#) == true)
+        // A stalled broker makes the node not ready (the load balancer stops sending clients).
+        broker.pause()
+        let notReady = try await withDeadline(.seconds(20), "readiness turning false") {
+            while true {
+                if let answer = httpGet(adminPort, "/ready"), answer.hasPrefix("HTTP/1.1 503") { return answer }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+        }
+        broker.resume()
+        #expect(notReady.contains("Kafka unreachable"))
+
         // SIGTERM: the node stops accepting, flushes and exits by itself (no SIGKILL needed).
         node.signal(SIGTERM)
         let deadline = ContinuousClock.now + .seconds(15)
@@ -62,6 +76,15 @@ struct IngressNodeTests {
         let log = node.logTail(lines: 200)
         #expect(log.contains("\"msg\":\"listening\""))
         #expect(log.contains("\"msg\":\"queued\""))
+    }
+
+    func httpGet(_ port: Int, _ path: String) -> String? {
+        Loopback.exchange(port: port, request: Array("GET \(path) HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8), timeout: .seconds(3)) {
+            let text = String(decoding: $0, as: UTF8.self)
+            guard let split = text.range(of: "\r\n\r\n"), let lengthLine = text[..<split.lowerBound].split(separator: "\r\n").first(where: { $0.lowercased().hasPrefix("content-length:") }),
+                  let length = Int(lengthLine.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) else { return false }
+            return text[split.upperBound...].utf8.count >= length
+        }.map { String(decoding: $0, as: UTF8.self) }
     }
 
     @Test func anIngressConfigurationWithoutListenersIsRefusedByName() async throws {
