@@ -59,6 +59,7 @@ let package = Package(
         ]),
         // Each node's HTTP endpoint: /health, /ready, /metrics (the admin API joins it later).
         .target(name: "NodeHTTP", dependencies: [
+            "Observability",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),

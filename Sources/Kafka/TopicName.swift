@@ -1,3 +1,5 @@
+import Foundation
+
 /// Kafka's rules for topic names, checked before anything reaches the broker.
 public enum TopicName {
     public static let maximumLength = 249
@@ -9,8 +11,7 @@ public enum TopicName {
             throw .invalidTopicName(String(name.prefix(40)) + "…", reason: "it is longer than \(maximumLength) characters")
         }
         if let bad = name.unicodeScalars.first(where: { !isAllowed($0) }) {
-            let code = "U+" + String(bad.value, radix: 16, uppercase: true).leftPadded(to: 4)
-            throw .invalidTopicName(name, reason: "character \(code) is not allowed; use A-Z a-z 0-9 . _ -")
+            throw .invalidTopicName(name, reason: "character \(String(format: "U+%04X", bad.value)) is not allowed; use A-Z a-z 0-9 . _ -")
         }
     }
 
@@ -19,11 +20,5 @@ public enum TopicName {
         case "a"..."z", "A"..."Z", "0"..."9", ".", "_", "-": return true
         default: return false
         }
-    }
-}
-
-extension String {
-    func leftPadded(to width: Int) -> String {
-        String(repeating: "0", count: max(0, width - count)) + self
     }
 }

@@ -1,6 +1,7 @@
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Observability
 
 /// What the node's HTTP endpoint answers: liveness, readiness and the Prometheus exposition.
 /// The admin API of the operator issue grows on the same listener.
@@ -26,7 +27,7 @@ public struct NodeEndpoints: Sendable {
             return (.ok, "application/json", #"{"status":"alive"}"# + "\n")
         case "/ready":
             if let reason = notReadyReason() {
-                return (.serviceUnavailable, "application/json", #"{"status":"not ready","reason":"# + jsonString(reason) + "}\n")
+                return (.serviceUnavailable, "application/json", #"{"status":"not ready","reason":"# + JSON.string(reason) + "}\n")
             }
             return (.ok, "application/json", #"{"status":"ready"}"# + "\n")
         case "/metrics":
@@ -34,17 +35,6 @@ public struct NodeEndpoints: Sendable {
         default:
             return (.notFound, "application/json", #"{"error":"no such endpoint; try /health, /ready or /metrics"}"# + "\n")
         }
-    }
-
-    private func jsonString(_ text: String) -> String {
-        "\"" + text.unicodeScalars.map { scalar -> String in
-            switch scalar {
-            case "\"": return "\\\""
-            case "\\": return "\\\\"
-            case _ where scalar.value < 0x20: return " "
-            default: return String(scalar)
-            }
-        }.joined() + "\""
     }
 }
 

@@ -72,9 +72,11 @@ public final class LogOutput: Sendable {
     }
 }
 
-/// Minimal JSON text encoding for log fields.
-enum JSON {
-    static func string(_ text: String) -> String {
+/// JSON text encoding of strings and log metadata (logs, HTTP answers).
+public enum JSON {
+    /// `text` as a JSON string literal; control characters and the line separators that break
+    /// some JSON readers are escaped.
+    public static func string(_ text: String) -> String {
         var out = "\""
         out.reserveCapacity(text.utf8.count + 2)
         for scalar in text.unicodeScalars {
@@ -85,7 +87,7 @@ enum JSON {
             case "\r": out += "\\r"
             case "\t": out += "\\t"
             case _ where scalar.value < 0x20 || scalar.value == 0x7f || scalar.value == 0x2028 || scalar.value == 0x2029:
-                out += "\\u" + String(scalar.value, radix: 16).leftPadded(to: 4)
+                out += String(format: "\\u%04x", scalar.value)
             default: out.unicodeScalars.append(scalar)
             }
         }
@@ -100,11 +102,5 @@ enum JSON {
         case .dictionary(let dictionary):
             return "{" + dictionary.sorted { $0.key < $1.key }.map { "\(string($0.key)):\(Self.value($0.value))" }.joined(separator: ",") + "}"
         }
-    }
-}
-
-extension String {
-    func leftPadded(to width: Int) -> String {
-        String(repeating: "0", count: max(0, width - count)) + self
     }
 }

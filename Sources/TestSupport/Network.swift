@@ -84,3 +84,17 @@ public func waitForGreeting(_ process: ManagedProcess, port: Int, greeting: Stri
             .map { String(decoding: $0, as: UTF8.self).hasPrefix(greeting) } ?? false
     }
 }
+
+extension Loopback {
+    /// A plain HTTP/1.1 GET on 127.0.0.1:port; the whole answer (status line, headers, body)
+    /// once Content-Length bytes of body arrived, or nil.
+    public static func httpGet(port: Int, path: String, timeout: Duration = .seconds(3)) -> String? {
+        exchange(port: port, request: Array("GET \(path) HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".utf8), timeout: timeout) {
+            let text = String(decoding: $0, as: UTF8.self)
+            guard let split = text.range(of: "\r\n\r\n"),
+                  let lengthLine = text[..<split.lowerBound].split(separator: "\r\n").first(where: { $0.lowercased().hasPrefix("content-length:") }),
+                  let length = Int(lengthLine.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)) else { return false }
+            return text[split.upperBound...].utf8.count >= length
+        }.map { String(decoding: $0, as: UTF8.self) }
+    }
+}

@@ -17,7 +17,7 @@ import TestSupport
     @Test func notReadySaysWhyInValidJSON() {
         let (status, _, body) = notReady.respond(method: .GET, uri: "/ready")
         #expect(status == .serviceUnavailable)
-        #expect(body == "{\"status\":\"not ready\",\"reason\":\"Kafka unreachable: \\\"timed out\\\" \"}\n")
+        #expect(body == "{\"status\":\"not ready\",\"reason\":\"Kafka unreachable: \\\"timed out\\\"\\n\"}\n")
         #expect(notReady.respond(method: .GET, uri: "/health").0 == .ok, "alive even when not ready")
     }
 
@@ -36,11 +36,8 @@ import TestSupport
                                                    endpoints: NodeEndpoints(notReadyReason: { nil }, metrics: { "m 1\n" }))
         defer { Task { try? await server.close() } }
         let port = try #require(server.localAddress?.port)
-        let answer = Loopback.exchange(port: port, request: Array("GET /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8)) {
-            String(decoding: $0, as: UTF8.self).hasSuffix("{\"status\":\"ready\"}\n")
-        }
-        let text = try #require(answer.map { String(decoding: $0, as: UTF8.self) })
-        #expect(text.hasPrefix("HTTP/1.1 200 OK\r\n"))
+        let text = try #require(Loopback.httpGet(port: port, path: "/ready"))
+        #expect(text.hasPrefix("HTTP/1.1 200 OK\r\n") && text.hasSuffix("{\"status\":\"ready\"}\n"))
         let garbage = Loopback.exchange(port: port, request: Array("\u{1}\u{2} NOT HTTP\r\n\r\n".utf8)) { String(decoding: $0, as: UTF8.self).contains("\r\n\r\n") }
         #expect(garbage.map { String(decoding: $0, as: UTF8.self).hasPrefix("HTTP/1.1 400") } ?? true, "a 400 or a closed connection, never a crash")
         let again = Loopback.exchange(port: port, request: Array("GET /health HTTP/1.0\r\n\r\n".utf8)) { String(decoding: $0, as: UTF8.self).hasSuffix("}\n") }

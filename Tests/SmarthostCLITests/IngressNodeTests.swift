@@ -54,13 +54,13 @@ struct IngressNodeTests {
         #expect(accepted.tenant == "demo" && accepted.job == "node-test")
         #expect(accepted.recipients.map(\.description) == ["someone@example.com"])
 
-        #expect(httpGet(adminPort, "/ready")?.hasPrefix("HTTP/1.1 200 OK") == true)
-        #expect(httpGet(adminPort, "/metrics")?.contains(#"smarthost_kafka_produced_total{result="acknowledged"} 1"#) == true)
+        #expect(Loopback.httpGet(port: adminPort, path: "/ready")?.hasPrefix("HTTP/1.1 200 OK") == true)
+        #expect(Loopback.httpGet(port: adminPort, path: "/metrics")?.contains(#"smarthost_kafka_produced_total{result="acknowledged"} 1"#) == true)
         // A stalled broker makes the node not ready (the load balancer stops sending clients).
         broker.pause()
         let notReady = try await withDeadline(.seconds(20), "readiness turning false") {
             while true {
-                if let answer = httpGet(adminPort, "/ready"), answer.hasPrefix("HTTP/1.1 503") { return answer }
+                if let answer = Loopback.httpGet(port: adminPort, path: "/ready"), answer.hasPrefix("HTTP/1.1 503") { return answer }
                 try await Task.sleep(for: .milliseconds(200))
             }
         }
@@ -76,15 +76,6 @@ struct IngressNodeTests {
         let log = node.logTail(lines: 200)
         #expect(log.contains("\"msg\":\"listening\""))
         #expect(log.contains("\"msg\":\"queued\""))
-    }
-
-    func httpGet(_ port: Int, _ path: String) -> String? {
-        Loopback.exchange(port: port, request: Array("GET \(path) HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8), timeout: .seconds(3)) {
-            let text = String(decoding: $0, as: UTF8.self)
-            guard let split = text.range(of: "\r\n\r\n"), let lengthLine = text[..<split.lowerBound].split(separator: "\r\n").first(where: { $0.lowercased().hasPrefix("content-length:") }),
-                  let length = Int(lengthLine.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) else { return false }
-            return text[split.upperBound...].utf8.count >= length
-        }.map { String(decoding: $0, as: UTF8.self) }
     }
 
     @Test func anIngressConfigurationWithoutListenersIsRefusedByName() async throws {
