@@ -28,7 +28,7 @@ public final class KafkaReachability: Service, Sendable {
     }
 
     public func run() async throws {
-        await cancelOnGracefulShutdown {
+        await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 await self.check()
                 try? await Task.sleep(for: self.interval)
