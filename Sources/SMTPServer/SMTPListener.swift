@@ -1,10 +1,13 @@
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import SMTPProtocol
 
 /// A listening SMTP socket: each accepted connection gets its own `SMTPServerHandler`, behind a
-/// `ProxyProtocolHandler` when the listener sits behind a load balancer that sends the header.
+/// `ProxyProtocolHandler` when the listener sits behind a load balancer that sends the header,
+/// and behind TLS from the first byte with `implicitTLS` (port 465); otherwise `tls` is
+/// offered as STARTTLS.
 public final class SMTPListener: Sendable {
     public let channel: any Channel
 
@@ -16,7 +19,8 @@ public final class SMTPListener: Sendable {
     }
 
     public static func bind(host: String, port: Int, policy: SessionPolicy, sink: any MessageSink,
-                            resolveTenant: @escaping TenantResolver, proxyProtocol: Bool = false, timeouts: SessionTimeouts = SessionTimeouts(),
+                            resolveTenant: @escaping TenantResolver, proxyProtocol: Bool = false,
+                            tls: NIOSSLContext? = nil, implicitTLS: Bool = false, timeouts: SessionTimeouts = SessionTimeouts(),
                             group: MultiThreadedEventLoopGroup = .singleton,
                             logger: Logger = Logger(label: "smarthost.smtp.server")) async throws -> SMTPListener {
         let channel = try await ServerBootstrap(group: group)
@@ -28,9 +32,12 @@ public final class SMTPListener: Sendable {
                     if proxyProtocol {
                         try channel.pipeline.syncOperations.addHandler(ProxyProtocolHandler())
                     }
+                    if implicitTLS, let tls {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
+                    }
                     try channel.pipeline.syncOperations.addHandler(
-                        SMTPServerHandler(policy: policy, sink: sink, resolveTenant: resolveTenant,
-                                          expectsProxyHeader: proxyProtocol, timeouts: timeouts, logger: logger))
+                        SMTPServerHandler(policy: policy, sink: sink, resolveTenant: resolveTenant, expectsProxyHeader: proxyProtocol,
+                                          tls: tls, encrypted: implicitTLS && tls != nil, timeouts: timeouts, logger: logger))
                 }
             }
             .bind(host: host, port: port)

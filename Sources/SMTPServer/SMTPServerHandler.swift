@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import NIOSSL
 import SMTPProtocol
 
 /// Timeouts of a session (RFC 5321 4.5.3.2 gives the usual values).
@@ -47,19 +48,26 @@ public final class SMTPServerHandler: ChannelInboundHandler {
 
     private let resolveTenant: TenantResolver
     private let expectsProxyHeader: Bool
+    /// Offered as STARTTLS when the session is in plaintext.
+    private let tls: NIOSSLContext?
 
     /// With `expectsProxyHeader` the session starts only once a `ProxyProtocolHandler` in front
     /// of this one announced the real client; otherwise it starts when the connection does.
+    /// `tls` makes STARTTLS available; `encrypted` says the connection is already TLS
+    /// (implicit TLS, port 465), with a TLS handler in front of this one.
     public init(policy: SessionPolicy, sink: any MessageSink, resolveTenant: @escaping TenantResolver,
-                expectsProxyHeader: Bool = false, timeouts: SessionTimeouts = SessionTimeouts(),
-                logger: Logger = Logger(label: "smarthost.smtp.server")) {
-        self.session = SMTPSession(policy: policy)
+                expectsProxyHeader: Bool = false, tls: NIOSSLContext? = nil, encrypted: Bool = false,
+                timeouts: SessionTimeouts = SessionTimeouts(), logger: Logger = Logger(label: "smarthost.smtp.server")) {
+        var policy = policy
+        policy.offersStartTLS = tls != nil && !encrypted
+        self.session = SMTPSession(policy: policy, encrypted: encrypted)
+        self.tls = tls
         self.sink = sink
         self.resolveTenant = resolveTenant
         self.expectsProxyHeader = expectsProxyHeader
         self.timeouts = timeouts
         self.logger = logger
-        self.connection = ConnectionInfo(clientIP: nil)
+        self.connection = ConnectionInfo(clientIP: nil, isEncrypted: encrypted)
     }
 
     public func channelActive(context: ChannelHandlerContext) {
@@ -179,10 +187,25 @@ public final class SMTPServerHandler: ChannelInboundHandler {
         case .readChunk(let size):
             mode = size == 0 ? .commands : .chunk(remaining: size, bytes: [], last: lastBdat?.last ?? false)
             if size == 0 { perform(session.chunkReceived([], last: lastBdat?.last ?? false), context: context) }
-        case .startTLS:
-            // TLS is not wired into the handler yet: a policy that offers it gets a refusal,
-            // never a crash on client input.
-            write(SMTPReply(454, EnhancedStatusCode(4, 7, 0), "TLS not available"), context: context)
+        case .startTLS(let reply):
+            guard let tls else {
+                write(SMTPReply(454, EnhancedStatusCode(4, 7, 0), "TLS not available"), context: context)
+                return
+            }
+            write(reply, context: context)
+            flush(context: context)
+            // RFC 3207 and CVE-2011-0411: whatever the client sent after STARTTLS in plaintext
+            // is discarded, and the session starts over inside TLS.
+            input = nil
+            framer = CommandLineFramer()
+            session.tlsStarted()
+            connection.isEncrypted = true
+            do {
+                try context.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls), position: .first)
+            } catch {
+                logger.warning("could not start TLS", metadata: ["error": "\(error)"])
+                close(context: context)
+            }
         case .authenticate:
             write(SMTPReply(454, EnhancedStatusCode(4, 7, 0), "Temporary authentication failure"), context: context)
         case .deliver(let envelope, let message):
