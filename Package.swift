@@ -57,6 +57,7 @@ let package = Package(
         .target(name: "Ingress", dependencies: [
             "Kafka", "QueueRecord", "SMTPProtocol", "SMTPServer", "SmarthostConfig",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         // Each node's HTTP endpoint: /health, /ready, /metrics (the admin API joins it later).

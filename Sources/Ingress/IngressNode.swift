@@ -1,5 +1,6 @@
 import Kafka
 import Logging
+import NIOSSL
 import SMTPProtocol
 import SMTPServer
 import ServiceLifecycle
@@ -39,7 +40,8 @@ public final class IngressNode: Service, Sendable {
         let hostname = configuration.ingress.hostname ?? configuration.node.id
         var listeners: [SMTPListener] = []
         do {
-            for listener in configuration.ingress.listeners {
+            for (index, listener) in configuration.ingress.listeners.enumerated() {
+                let tls = try tlsContext(listener, key: "ingress.listeners[\(index)]")
                 let tenantLimits = configuration.tenants.values
                 let policy = SessionPolicy(
                     hostname: hostname,
@@ -47,8 +49,12 @@ public final class IngressNode: Service, Sendable {
                     maximumRecipients: tenantLimits.map(\.maxRecipients).max() ?? SessionPolicy(hostname: hostname).maximumRecipients)
                 listeners.append(try await SMTPListener.bind(
                     host: listener.address.host, port: listener.address.port, policy: policy, sink: sink,
-                    resolveTenant: configuration.trustedNetworkResolver, proxyProtocol: listener.proxyProtocol, logger: logger))
-                logger.notice("listening", metadata: ["address": "\(listener.address)", "proxy_protocol": "\(listener.proxyProtocol)"])
+                    resolveTenant: configuration.trustedNetworkResolver, proxyProtocol: listener.proxyProtocol,
+                    tls: tls, implicitTLS: listener.implicitTLS, logger: logger))
+                logger.notice("listening", metadata: [
+                    "address": "\(listener.address)", "proxy_protocol": "\(listener.proxyProtocol)",
+                    "tls": "\(tls == nil ? "none" : listener.implicitTLS ? "implicit" : "starttls")",
+                ])
             }
         } catch {
             for listener in listeners { try? await listener.close() }
@@ -57,10 +63,39 @@ public final class IngressNode: Service, Sendable {
         return IngressNode(listeners: listeners, logger: logger)
     }
 
+    /// The listener's TLS context, or nil when it has no certificate; a file that cannot be
+    /// loaded is named with its configuration key.
+    private static func tlsContext(_ listener: SmarthostConfiguration.Listener, key: String) throws -> NIOSSLContext? {
+        guard let certificateFile = listener.certificateFile, let privateKeyFile = listener.privateKeyFile else { return nil }
+        let chain: [NIOSSLCertificate]
+        do { chain = try NIOSSLCertificate.fromPEMFile(certificateFile) } catch {
+            throw IngressStartError("\(key).certificate_file: cannot load \(certificateFile): \(error)")
+        }
+        let privateKey: NIOSSLPrivateKey
+        do { privateKey = try NIOSSLPrivateKey(file: privateKeyFile, format: .pem) } catch {
+            throw IngressStartError("\(key).private_key_file: cannot load \(privateKeyFile): \(error)")
+        }
+        do {
+            return try NIOSSLContext(configuration: .makeServerConfiguration(
+                certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(privateKey)))
+        } catch {
+            throw IngressStartError("\(key): the certificate and key do not make a TLS context: \(error)")
+        }
+    }
+
     public func run() async throws {
         try? await gracefulShutdown()
         draining.store(true, ordering: .relaxed)
         logger.notice("stopping: no new connections")
         for listener in listeners { try? await listener.close() }
+    }
+}
+
+/// Why an ingress node could not start, naming the configuration key at fault.
+public struct IngressStartError: Error, CustomStringConvertible {
+    public let description: String
+
+    init(_ description: String) {
+        self.description = description
     }
 }

@@ -38,7 +38,7 @@ public struct IngressSink: MessageSink {
         let accepted = AcceptedMessage(
             id: id, tenant: tenantName, sender: envelope.sender, recipients: envelope.recipients,
             receivedAt: UInt64(now.timeIntervalSince1970 * 1000), client: connection.clientAddress, helo: envelope.helloName,
-            tls: nil, authenticatedUser: connection.authenticatedUser, job: HeaderField.value(of: "X-Job", in: message),
+            tls: connection.isEncrypted ? "TLS" : nil, authenticatedUser: connection.authenticatedUser, job: HeaderField.value(of: "X-Job", in: message),
             lane: AcceptedMessage.Lane(rawValue: tenant.lane.rawValue) ?? .normal, trafficClass: tenant.trafficClass,
             smtputf8: envelope.parameters.smtputf8, eightBit: envelope.parameters.body == .eightBitMIME,
             content: received + message)

@@ -399,7 +399,9 @@ extension SchemaReader {
         guard let items = list(listenersNode, listenersPath, expected: "a list of listeners") else { return nil }
         var seen: [HostPort: Int] = [:]
         for (index, item) in items.enumerated() {
-            guard let listener = self.fields(item, listenersPath[index], known: ["address", "proxy_protocol"]) else { continue }
+            guard let listener = self.fields(item, listenersPath[index],
+                                             known: ["address", "proxy_protocol", "certificate_file", "private_key_file", "implicit_tls"])
+            else { continue }
             let addressNode = required(listener, "address")
             guard let addressNode, let address = hostPort(addressNode, listener.path("address")) else { continue }
             if let first = seen[address] {
@@ -407,7 +409,20 @@ extension SchemaReader {
                 continue
             }
             seen[address] = index
-            settings.listeners.append(Configuration.Listener(address: address, proxyProtocol: optional(listener, "proxy_protocol", boolean) ?? false))
+            let certificate = optional(listener, "certificate_file") { text($0, $1, expected: "a file path") }
+            let key = optional(listener, "private_key_file") { text($0, $1, expected: "a file path") }
+            let implicitTLS = optional(listener, "implicit_tls", boolean) ?? false
+            if (certificate == nil) != (key == nil) {
+                report(item, listenersPath[index], "expected both certificate_file and private_key_file, or neither")
+                continue
+            }
+            if implicitTLS && certificate == nil {
+                report(item, listenersPath[index], "implicit_tls needs certificate_file and private_key_file")
+                continue
+            }
+            settings.listeners.append(Configuration.Listener(
+                address: address, proxyProtocol: optional(listener, "proxy_protocol", boolean) ?? false,
+                certificateFile: certificate, privateKeyFile: key, implicitTLS: implicitTLS))
         }
         return settings
     }

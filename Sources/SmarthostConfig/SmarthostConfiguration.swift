@@ -267,10 +267,19 @@ extension SmarthostConfiguration {
         public var address: HostPort
         /// Expect a PROXY protocol v1/v2 header first (behind HAProxy).
         public var proxyProtocol: Bool
+        /// PEM files of the certificate chain and its private key: STARTTLS is offered when set.
+        public var certificateFile: String?
+        public var privateKeyFile: String?
+        /// TLS from the first byte (port 465) instead of STARTTLS.
+        public var implicitTLS: Bool
 
-        public init(address: HostPort, proxyProtocol: Bool = false) {
+        public init(address: HostPort, proxyProtocol: Bool = false, certificateFile: String? = nil,
+                    privateKeyFile: String? = nil, implicitTLS: Bool = false) {
             self.address = address
             self.proxyProtocol = proxyProtocol
+            self.certificateFile = certificateFile
+            self.privateKeyFile = privateKeyFile
+            self.implicitTLS = implicitTLS
         }
     }
 

@@ -54,7 +54,13 @@ struct IngressCommand: AsyncParsableCommand {
         let sink = IngressSink(producer: producer, configuration: configuration, hostname: hostname)
         let kafka = try KafkaReachability(bootstrapServers: configuration.kafka.brokers.map(\.description))
         await kafka.check()
-        let node = try await IngressNode.start(configuration: configuration, sink: sink)
+        let node: IngressNode
+        do {
+            node = try await IngressNode.start(configuration: configuration, sink: sink)
+        } catch let error as IngressStartError {
+            printError("\(file.config): \(error)")
+            throw ExitCode(2)
+        }
         let http = try await NodeHTTPServer.bind(
             host: configuration.node.adminListen.host, port: configuration.node.adminListen.port,
             endpoints: NodeEndpoints(

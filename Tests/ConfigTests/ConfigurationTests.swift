@@ -396,6 +396,12 @@ struct InvalidConfigurationTests {
         BadCase(name: "ingress proxy_protocol not a boolean",
                 yaml: "ingress:\n  listeners:\n    - {address: 127.0.0.1:2525, proxy_protocol: yes}",
                 error: #"t.yaml:3:49: ingress.listeners[0].proxy_protocol: expected true or false, got "yes""#),
+        BadCase(name: "certificate without a key",
+                yaml: "ingress:\n  listeners:\n    - {address: 127.0.0.1:2525, certificate_file: /etc/smarthost/cert.pem}",
+                error: "t.yaml:3:7: ingress.listeners[0]: expected both certificate_file and private_key_file, or neither"),
+        BadCase(name: "implicit TLS without a certificate",
+                yaml: "ingress:\n  listeners:\n    - {address: 127.0.0.1:465, implicit_tls: true}",
+                error: "t.yaml:3:7: ingress.listeners[0]: implicit_tls needs certificate_file and private_key_file"),
         BadCase(name: "limit without a selector", yaml: "limits:\n  - max_connections: 5",
                 error: "t.yaml:2:5: limits[0]: expected at least one of pool, domain or tenant to select the traffic "
                     + "to limit, got none"),

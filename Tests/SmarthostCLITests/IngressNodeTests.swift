@@ -41,16 +41,7 @@ struct IngressNodeTests {
         #expect(swaks.status == 0, "\(swaks.output)\(swaks.errors)")
         #expect(swaks.output.contains("<-  250 2.0.0 Ok: queued as "))
 
-        var settings = KafkaConsumerConfiguration(bootstrapServers: [broker.bootstrap], groupID: "node-test", topics: ["smarthost.demo"])
-        settings.sessionTimeout = .seconds(6)
-        let consumer = try KafkaConsumer(configuration: settings)
-        let records = try await withDeadline(.seconds(60), "the record in smarthost.demo") {
-            var records: [ConsumedRecord] = []
-            while records.isEmpty { records = await consumer.nextBatch(max: 10) }
-            return records
-        }
-        await consumer.close()
-        let accepted = try AcceptedMessage(key: records[0].key, headers: records[0].headers.map { ($0.name, $0.value) }, value: records[0].value)
+        let accepted = try await firstMessage(broker, topic: "smarthost.demo")
         #expect(accepted.tenant == "demo" && accepted.job == "node-test")
         #expect(accepted.recipients.map(\.description) == ["someone@example.com"])
 
@@ -76,6 +67,70 @@ struct IngressNodeTests {
         let log = node.logTail(lines: 200)
         #expect(log.contains("\"msg\":\"listening\""))
         #expect(log.contains("\"msg\":\"queued\""))
+    }
+
+    /// The first accepted message in `topic`, read by a consumer group of its own.
+    func firstMessage(_ broker: TansuBroker, topic: String) async throws -> AcceptedMessage {
+        var settings = KafkaConsumerConfiguration(bootstrapServers: [broker.bootstrap], groupID: "check-\(UUID())", topics: [topic])
+        settings.sessionTimeout = .seconds(6)
+        let consumer = try KafkaConsumer(configuration: settings)
+        let record = try await withDeadline(.seconds(60), "a record in \(topic)") {
+            var records: [ConsumedRecord] = []
+            while records.isEmpty { records = await consumer.nextBatch(max: 1) }
+            return records[0]
+        }
+        await consumer.close()
+        return try AcceptedMessage(key: record.key, headers: record.headers.map { ($0.name, $0.value) }, value: record.value)
+    }
+
+    @Test func anUnreadableCertificateIsNamedByItsKey() async throws {
+        let broker = try TansuBroker()
+        defer { broker.stop() }
+        let path = NSTemporaryDirectory() + "bad-cert-\(UUID().uuidString).yaml"
+        try """
+            node: {id: n}
+            kafka: {brokers: ["\(broker.bootstrap)"]}
+            redis: {address: "127.0.0.1:6379"}
+            tenants: {demo: {}}
+            ingress:
+              listeners:
+                - {address: "127.0.0.1:\(try Loopback.freePort())", certificate_file: /nonexistent/cert.pem, private_key_file: /nonexistent/key.pem}
+
+            """.write(toFile: path, atomically: true, encoding: .utf8)
+        let result = try await runCommand(SmarthostCLITests.binary, ["ingress", "--config", path])
+        #expect(result.status == 2)
+        #expect(result.errors.contains("\(path): ingress.listeners[0].certificate_file: cannot load /nonexistent/cert.pem"), "\(result.errors)")
+    }
+
+    @Test func aStartTLSListenerQueuesEncryptedMailMarkedAsSuch() async throws {
+        let broker = try TansuBroker()
+        defer { broker.stop() }
+        let certificate = try await TestCertificate.make(commonName: "mx.test")
+        let smtpPort = try Loopback.freePort()
+        let directory = NSTemporaryDirectory() + "ingress-tls-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let config = "\(directory)/cluster.yaml"
+        try """
+            node: {id: ingress-tls, admin_listen: "127.0.0.1:\(try Loopback.freePort())"}
+            kafka: {brokers: ["\(broker.bootstrap)"]}
+            redis: {address: "127.0.0.1:6379"}
+            tenants: {demo: {trusted_networks: [127.0.0.0/8]}}
+            ingress:
+              hostname: mx.test
+              listeners:
+                - {address: "127.0.0.1:\(smtpPort)", certificate_file: "\(certificate.certificatePath)", private_key_file: "\(certificate.privateKeyPath)"}
+
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        let node = try ManagedProcess(name: "smarthost ingress", executable: SmarthostCLITests.binary,
+                                      arguments: ["ingress", "--config", config], logPath: "\(directory)/ingress.log")
+        defer { node.stop() }
+        try waitForGreeting(node, port: smtpPort, greeting: "220 mx.test ")
+        let swaks = try await runCommand(try findExecutable("swaks"), [
+            "--server", "127.0.0.1:\(smtpPort)", "--tls", "--from", "app@demo.test", "--to", "someone@example.com"])
+        #expect(swaks.status == 0, "\(swaks.output)\(swaks.errors)")
+        let accepted = try await firstMessage(broker, topic: "smarthost.demo")
+        #expect(accepted.tls == "TLS")
+        #expect(String(decoding: accepted.content.prefix(120), as: UTF8.self).contains("with ESMTPS id"))
     }
 
     @Test func anIngressConfigurationWithoutListenersIsRefusedByName() async throws {
