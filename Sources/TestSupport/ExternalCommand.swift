@@ -40,3 +40,12 @@ public func runCommand(_ executable: String, _ arguments: [String]) async throws
         thread.start()
     }
 }
+
+/// Runs blocking work (starting a server and polling until it answers) on a thread of its own,
+/// so that tests waiting for their servers do not starve the cooperative pool that other tests'
+/// clients run on.
+public func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Result { try body() }) }.start()
+    }
+}

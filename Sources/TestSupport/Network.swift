@@ -78,10 +78,12 @@ func makeScratchDirectory(_ name: String) throws -> String {
 
 /// Waits until `process` answers on `port` with a line starting with `greeting` (for example
 /// an SMTP server's "220"); fails with its log if it exits or stays silent.
-public func waitForGreeting(_ process: ManagedProcess, port: Int, greeting: String, timeout: Duration = .seconds(30)) throws {
-    try waitUntilReady(process, timeout: timeout) {
-        Loopback.exchange(port: port, request: [], isComplete: { $0.contains(10) })
-            .map { String(decoding: $0, as: UTF8.self).hasPrefix(greeting) } ?? false
+public func waitForGreeting(_ process: ManagedProcess, port: Int, greeting: String, timeout: Duration = .seconds(30)) async throws {
+    try await offPool {
+        try waitUntilReady(process, timeout: timeout) {
+            Loopback.exchange(port: port, request: [], isComplete: { $0.contains(10) })
+                .map { String(decoding: $0, as: UTF8.self).hasPrefix(greeting) } ?? false
+        }
     }
 }
 

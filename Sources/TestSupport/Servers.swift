@@ -33,8 +33,17 @@ public final class RedisServer: Sendable {
         throw lastError!
     }
 
+    /// Starts a server, waiting for it off the cooperative pool.
+    public static func start() async throws -> RedisServer {
+        try await offPool { try RedisServer() }
+    }
+
     /// Starts a new server on the same port after `crash()` or `stop()`.
-    public func restart() throws {
+    public func restart() async throws {
+        try await offPool { [self] in try restartNow() }
+    }
+
+    private func restartNow() throws {
         let started = try Self.launch(port: port, directory: directory)
         let previous = process.withLock { current -> ManagedProcess? in
             defer { current = started }
@@ -95,6 +104,11 @@ public final class TansuBroker: Sendable {
             } catch { lastError = error }
         }
         throw lastError!
+    }
+
+    /// Starts a broker, waiting for it off the cooperative pool.
+    public static func start() async throws -> TansuBroker {
+        try await offPool { try TansuBroker() }
     }
 
     /// SIGSTOP keeps the broker's memory-only data while it stops answering: an outage.

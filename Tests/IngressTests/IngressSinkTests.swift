@@ -84,7 +84,7 @@ struct IngressSinkTests {
     let message = Array("Subject: hello\r\nX-Job: launch\r\n\r\nbody \u{00e9}\r\n".utf8)
 
     @Test func anAcceptedMessageIsOneRecordInItsTenantsTopicAnd250ComesAfterTheAck() async throws {
-        let broker = try TansuBroker()
+        let broker = try await TansuBroker.start()
         defer { broker.stop() }
         let (sink, producer, _) = try sink(broker)
         let reply = await sink.accept(envelope, message: message, connection: connection)
@@ -104,7 +104,7 @@ struct IngressSinkTests {
     }
 
     @Test func aStalledBrokerGets451AndNo250() async throws {
-        let broker = try TansuBroker()
+        let broker = try await TansuBroker.start()
         defer { broker.stop() }
         let (sink, producer, _) = try sink(broker)
         #expect(await sink.accept(envelope, message: message, connection: connection).code == 250)
@@ -134,7 +134,7 @@ struct IngressSinkTests {
     }
 
     @Test func aConnectionWithoutTenantIsRefused() async throws {
-        let broker = try TansuBroker()
+        let broker = try await TansuBroker.start()
         defer { broker.stop() }
         let (sink, producer, _) = try sink(broker)
         var stranger = connection
@@ -144,7 +144,7 @@ struct IngressSinkTests {
     }
 
     @Test func swaksThroughARealListenerLandsInKafka() async throws {
-        let broker = try TansuBroker()
+        let broker = try await TansuBroker.start()
         defer { broker.stop() }
         let (sink, producer, configuration) = try sink(broker)
         let listener = try await SMTPListener.bind(host: "127.0.0.1", port: 0, policy: SessionPolicy(hostname: "mx.test"), sink: sink,

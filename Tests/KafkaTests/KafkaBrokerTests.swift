@@ -67,7 +67,7 @@ struct KafkaBrokerTests {
     }
 
     @Test func producedRecordsComeBackByteExactThroughAConsumerGroup() async throws {
-        let broker = try TansuBroker()
+        let broker = try await TansuBroker.start()
         defer { broker.stop() }
         let admin = try KafkaAdmin(bootstrapServers: [broker.bootstrap])
         try await admin.createTopic("smarthost.acme", partitions: 3)
@@ -113,7 +113,7 @@ struct KafkaBrokerTests {
 
     @Test func producerOutcomesAndLatencyReachPrometheus() async throws {
         _ = TestMetrics.registry
-        let broker = try TansuBroker()
+        let broker = try await TansuBroker.start()
         defer { broker.stop() }
         let acknowledged = #"smarthost_kafka_produced_total{result="acknowledged"}"#
         let before = TestMetrics.value(of: acknowledged) ?? 0
@@ -128,7 +128,7 @@ struct KafkaBrokerTests {
     }
 
     @Test func aRestartedConsumerGetsWhatWasNotDoneAndNothingItCommitted() async throws {
-        let broker = try TansuBroker()
+        let broker = try await TansuBroker.start()
         defer { broker.stop() }
         let reports = try await fill(broker, topic: "partial", partitions: 3, count: 300)
 
@@ -154,7 +154,7 @@ struct KafkaBrokerTests {
     }
 
     @Test func aRebalanceNeverCommitsRecordsThatAreNotDone() async throws {
-        let broker = try TansuBroker()
+        let broker = try await TansuBroker.start()
         defer { broker.stop() }
         _ = try await fill(broker, topic: "rebalance", partitions: 4, count: 200)
 
@@ -186,7 +186,7 @@ struct KafkaBrokerTests {
     }
 
     @Test func aPausedBrokerMakesSendFailWithinTheDeliveryTimeoutAndRecovers() async throws {
-        let broker = try TansuBroker()
+        let broker = try await TansuBroker.start()
         defer { broker.stop() }
         var configuration = producerConfiguration(broker)
         configuration.deliveryTimeout = .seconds(3)
@@ -226,7 +226,7 @@ struct KafkaBrokerTests {
     }
 
     @Test func badRecordsAreRejectedWithAClearErrorAndNothingIsWritten() async throws {
-        let broker = try TansuBroker()
+        let broker = try await TansuBroker.start()
         defer { broker.stop() }
         var configuration = producerConfiguration(broker)
         configuration.maxRecordSize = 1024
@@ -272,7 +272,7 @@ struct KafkaBrokerTests {
     }
 
     @Test func aRegexSubscriptionPicksUpTopicsCreatedLater() async throws {
-        let broker = try TansuBroker()
+        let broker = try await TansuBroker.start()
         defer { broker.stop() }
         let admin = try KafkaAdmin(bootstrapServers: [broker.bootstrap])
         try await admin.createTopic("tenants.first", partitions: 1)
@@ -295,7 +295,7 @@ struct KafkaBrokerTests {
     }
 
     @Test func aSlowReaderPausesFetchingAndLosesNothing() async throws {
-        let broker = try TansuBroker()
+        let broker = try await TansuBroker.start()
         defer { broker.stop() }
         let count = 500
         _ = try await fill(broker, topic: "slow", partitions: 4, count: count)
@@ -323,7 +323,7 @@ struct KafkaBrokerTests {
     }
 
     @Test func closeFlushesEveryOutstandingRecord() async throws {
-        let broker = try TansuBroker()
+        let broker = try await TansuBroker.start()
         defer { broker.stop() }
         let producer = try KafkaProducer(configuration: producerConfiguration(broker))
         let sends = (0..<100).map { index in
@@ -350,7 +350,7 @@ struct KafkaBrokerTests {
 @Suite(.timeLimit(.minutes(2)))
 struct KafkaServiceLifecycleTests {
     @Test func gracefulShutdownFlushesTheProducerAndClosesTheConsumer() async throws {
-        let broker = try TansuBroker()
+        let broker = try await TansuBroker.start()
         defer { broker.stop() }
         let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(bootstrapServers: [broker.bootstrap]))
         var consumerConfiguration = KafkaConsumerConfiguration(bootstrapServers: [broker.bootstrap], groupID: "lifecycle", topics: ["lifecycle"])

@@ -45,7 +45,7 @@ private func redisError(_ body: () async throws -> Void) async -> RedisError? {
 @Suite("RedisClient against a real redis-server")
 struct RedisClientTests {
     @Test func luaScriptRoundTripAndNoscriptRecovery() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.start()
         defer { server.stop() }
         let script = RedisScript("""
             local total = redis.call('INCRBY', KEYS[1], ARGV[1])
@@ -68,7 +68,7 @@ struct RedisClientTests {
     }
 
     @Test func thousandIncrsInOnePipelineAndManyConcurrentSends() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.start()
         defer { server.stop() }
         try await withClient(server, poolSize: 3) { client in
             let replies = try await client.pipeline(Array(repeating: ["INCR", "pipelined"], count: 1000))
@@ -90,7 +90,7 @@ struct RedisClientTests {
     }
 
     @Test func crashedServerFailsFastAndTheSameClientRecoversAfterRestart() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.start()
         defer { server.stop() }
         try await withClient(server) { client in
             try await client.set("before", to: "crash")
@@ -112,7 +112,7 @@ struct RedisClientTests {
                 Issue.record("expected connectionFailed for \(server.address), got \(String(describing: refused))")
             }
 
-            try server.restart()
+            try await server.restart()
             var attempts = 0
             while true {
                 attempts += 1
@@ -130,7 +130,7 @@ struct RedisClientTests {
     }
 
     @Test func pausedServerTimesOutAndTheClientRecoversAfterResume() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.start()
         defer { server.stop() }
         try await withClient(server, poolSize: 1, commandTimeout: .milliseconds(400)) { client in
             try await client.ping()
@@ -150,7 +150,7 @@ struct RedisClientTests {
     }
 
     @Test func errorRepliesAreServerErrorsAndTheConnectionStaysUsable() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.start()
         defer { server.stop() }
         try await withClient(server, poolSize: 1) { client in
             let connectionID = try await client.send(["CLIENT", "ID"]).int()
@@ -173,7 +173,7 @@ struct RedisClientTests {
     }
 
     @Test func authAndSelectOnEveryNewConnection() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.start()
         defer { server.stop() }
         try await withClient(server) { client async throws in
             #expect(try await client.send(["CONFIG", "SET", "requirepass", "s3cret"]) == .simpleString("OK"))

@@ -134,7 +134,7 @@ struct HAProxyTests {
         let haproxy = try ManagedProcess(name: "haproxy", executable: try findExecutable("haproxy"), arguments: ["-db", "-f", config],
                                          logPath: "\(directory)haproxy-\(frontend).log")
         defer { haproxy.stop() }
-        try waitForGreeting(haproxy, port: frontend, greeting: "220 mx.test")
+        try await waitForGreeting(haproxy, port: frontend, greeting: "220 mx.test")
 
         let result = try await runCommand(try findExecutable("swaks"), [
             "--server", "127.0.0.1:\(frontend)", "--local-interface", "127.0.0.5", "--from", "a@x.test", "--to", "b@y.test"])

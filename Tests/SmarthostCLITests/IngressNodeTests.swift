@@ -11,7 +11,7 @@ import Glibc
 @Suite(.timeLimit(.minutes(2)))
 struct IngressNodeTests {
     @Test func anIngressNodeQueuesMailInKafkaAndStopsCleanlyOnSIGTERM() async throws {
-        let broker = try TansuBroker()
+        let broker = try await TansuBroker.start()
         defer { broker.stop() }
         let smtpPort = try Loopback.freePort()
         let adminPort = try Loopback.freePort()
@@ -33,7 +33,7 @@ struct IngressNodeTests {
         let node = try ManagedProcess(name: "smarthost ingress", executable: SmarthostCLITests.binary,
                                       arguments: ["ingress", "--config", config], logPath: "\(directory)/ingress.log")
         defer { node.stop() }
-        try waitForGreeting(node, port: smtpPort, greeting: "220 mx.test ")
+        try await waitForGreeting(node, port: smtpPort, greeting: "220 mx.test ")
 
         let swaks = try await runCommand(try findExecutable("swaks"), [
             "--server", "127.0.0.1:\(smtpPort)", "--from", "app@demo.test", "--to", "someone@example.com",
@@ -84,7 +84,7 @@ struct IngressNodeTests {
     }
 
     @Test func anUnreadableCertificateIsNamedByItsKey() async throws {
-        let broker = try TansuBroker()
+        let broker = try await TansuBroker.start()
         defer { broker.stop() }
         let path = NSTemporaryDirectory() + "bad-cert-\(UUID().uuidString).yaml"
         try """
@@ -103,7 +103,7 @@ struct IngressNodeTests {
     }
 
     @Test func aStartTLSListenerQueuesEncryptedMailMarkedAsSuch() async throws {
-        let broker = try TansuBroker()
+        let broker = try await TansuBroker.start()
         defer { broker.stop() }
         let certificate = try await TestCertificate.make(commonName: "mx.test")
         let smtpPort = try Loopback.freePort()
@@ -124,7 +124,7 @@ struct IngressNodeTests {
         let node = try ManagedProcess(name: "smarthost ingress", executable: SmarthostCLITests.binary,
                                       arguments: ["ingress", "--config", config], logPath: "\(directory)/ingress.log")
         defer { node.stop() }
-        try waitForGreeting(node, port: smtpPort, greeting: "220 mx.test ")
+        try await waitForGreeting(node, port: smtpPort, greeting: "220 mx.test ")
         let swaks = try await runCommand(try findExecutable("swaks"), [
             "--server", "127.0.0.1:\(smtpPort)", "--tls", "--from", "app@demo.test", "--to", "someone@example.com"])
         #expect(swaks.status == 0, "\(swaks.output)\(swaks.errors)")

@@ -44,7 +44,7 @@ import TestSupport
     }
 
     @Test func topicsCreatesTheEventsTopicAndEveryTenantsTopic() async throws {
-        let broker = try TansuBroker()
+        let broker = try await TansuBroker.start()
         defer { broker.stop() }
         let path = try temporaryFile("""
             node: {id: cli-test}
