@@ -31,6 +31,10 @@ public struct IngressSink: MessageSink {
         guard message.count <= tenant.maxMessageSize.bytes else {
             return SMTPReply(552, EnhancedStatusCode(5, 3, 4), "Message exceeds the size limit of \(tenant.maxMessageSize.bytes) octets")
         }
+        if let violation = SenderDomains.violation(sender: envelope.sender, message: message, allowed: tenant.senderDomains) {
+            logger.notice("refused a sender", metadata: ["tenant": "\(tenantName)", "reason": "\(violation)"])
+            return SMTPReply(550, EnhancedStatusCode(5, 7, 1), "Sender not allowed: \(violation)")
+        }
         let now = Date()
         let id = MessageID.generate(milliseconds: UInt64(now.timeIntervalSince1970 * 1000))
         let received = ReceivedHeader.make(helo: envelope.helloName, connection: connection, hostname: hostname,

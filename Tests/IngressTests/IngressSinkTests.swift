@@ -160,3 +160,28 @@ struct IngressSinkTests {
         #expect(String(decoding: record.value, as: UTF8.self).contains("Subject: via swaks\r\n"))
     }
 }
+
+@Suite struct SenderDomainTests {
+    let allowed = ["acme.example", "mail.acme.example"]
+
+    func message(_ from: String?) -> [UInt8] {
+        Array(((from.map { "From: \($0)\r\n" } ?? "") + "Subject: x\r\n\r\nFrom: evil@else.example\r\n").utf8)
+    }
+
+    @Test(arguments: [
+        (Optional(Mailbox(localPart: "app", domain: "ACME.example")), Optional("App <app@acme.example>"), String?.none),
+        (Mailbox(localPart: "app", domain: "mail.acme.example"), "app@Mail.Acme.Example", nil),
+        (nil, "\"Mailer, Daemon\" <mailer-daemon@acme.example>", nil),
+        (Mailbox(localPart: "app", domain: "other.example"), "app@acme.example", "envelope sender domain other.example is not allowed for this tenant"),
+        (Mailbox(localPart: "app", domain: "acme.example"), "Spoof <ceo@bank.example>", "From: header domain bank.example is not allowed for this tenant"),
+        (Mailbox(localPart: "app", domain: "acme.example"), "undisclosed", "the From: header has no address"),
+        (Mailbox(localPart: "app", domain: "acme.example"), nil, "the message has no From: header"),
+    ])
+    func senderAndFromMustBeTheTenants(_ sender: Mailbox?, _ from: String?, _ violation: String?) {
+        #expect(SenderDomains.violation(sender: sender, message: message(from), allowed: allowed) == violation)
+    }
+
+    @Test func aTenantWithoutSenderDomainsMaySendAsAnyone() {
+        #expect(SenderDomains.violation(sender: Mailbox(localPart: "a", domain: "x.example"), message: message(nil), allowed: []) == nil)
+    }
+}
