@@ -141,7 +141,10 @@ public final class SMTPServerHandler: ChannelInboundHandler {
                 }
             case .chunk(let remaining, var bytes, let last):
                 let take = min(remaining, buffer.readableBytes)
-                bytes += buffer.readBytes(length: take)!
+                let chunk = buffer.readBytes(length: take)!
+                // A chunk announced larger than any message is read and dropped past the limit
+                // (one octet over is enough for the session to refuse it), never held whole.
+                bytes += chunk.prefix(max(0, session.policy.maximumMessageSize + 1 - bytes.count))
                 consumed = take
                 input = buffer
                 if take == remaining {
@@ -211,6 +214,9 @@ public final class SMTPServerHandler: ChannelInboundHandler {
         case .deliver(let envelope, let message):
             mode = .waiting
             flush(context: context)
+            // Backpressure: while the sink works, read nothing more (pipelined input waits in
+            // the socket, not in memory).
+            context.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
             let sink = self.sink
             let connection = self.connection
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
@@ -228,6 +234,7 @@ public final class SMTPServerHandler: ChannelInboundHandler {
     private func messageHandled(_ reply: SMTPReply, context: ChannelHandlerContext) {
         guard case .waiting = mode else { return }  // the connection closed meanwhile
         mode = .commands
+        context.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
         write(session.messageHandled(reply), context: context)
         armTimeout(context: context)  // the timer that fired while the sink worked did nothing
         process(context: context)

@@ -154,3 +154,18 @@ extension SMTPServerHandlerTests {
         #expect(text.hasSuffix("454 4.7.0 Temporary authentication failure\r\n502 5.5.1 Error: STARTTLS not available\r\n250 2.0.0 OK\r\n"))
     }
 }
+
+extension SMTPServerHandlerTests {
+    /// A chunk far over the limit is read to its end (the next command is still understood)
+    /// and refused; the handler keeps at most the limit plus one octet of it.
+    @Test func anOversizedBdatChunkIsReadToItsEndAndRefused() async throws {
+        let sink = RecordingSink()
+        let channel = try channel(sink)
+        try send(channel, "EHLO c\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nBDAT 200000 LAST\r\n")
+        _ = try replies(channel)
+        for _ in 0..<20 { try send(channel, String(repeating: "x", count: 10_000)) }
+        try send(channel, "NOOP\r\n")
+        #expect(try replies(channel) == "552 5.3.4 Message too big for this system\r\n250 2.0.0 OK\r\n")
+        #expect(await sink.count == 0)
+    }
+}
