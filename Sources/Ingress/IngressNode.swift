@@ -38,18 +38,22 @@ public final class IngressNode: Service, Sendable {
     public static func start(configuration: SmarthostConfiguration, sink: IngressSink,
                              logger: Logger = Logger(label: "smarthost.ingress")) async throws -> IngressNode {
         let hostname = configuration.ingress.hostname ?? configuration.node.id
+        // Every listener shares one policy: the largest limits of any tenant (the sink then
+        // holds each message to its own tenant's size limit).
+        let defaults = SessionPolicy(hostname: hostname)
+        let tenants = configuration.tenants.values
+        let policy = SessionPolicy(
+            hostname: hostname,
+            maximumMessageSize: tenants.map(\.maxMessageSize.bytes).max() ?? defaults.maximumMessageSize,
+            maximumRecipients: tenants.map(\.maxRecipients).max() ?? defaults.maximumRecipients)
+        let resolveTenant = configuration.trustedNetworkResolver
         var listeners: [SMTPListener] = []
         do {
             for (index, listener) in configuration.ingress.listeners.enumerated() {
                 let tls = try tlsContext(listener, key: "ingress.listeners[\(index)]")
-                let tenantLimits = configuration.tenants.values
-                let policy = SessionPolicy(
-                    hostname: hostname,
-                    maximumMessageSize: tenantLimits.map(\.maxMessageSize.bytes).max() ?? SessionPolicy(hostname: hostname).maximumMessageSize,
-                    maximumRecipients: tenantLimits.map(\.maxRecipients).max() ?? SessionPolicy(hostname: hostname).maximumRecipients)
                 listeners.append(try await SMTPListener.bind(
                     host: listener.address.host, port: listener.address.port, policy: policy, sink: sink,
-                    resolveTenant: configuration.trustedNetworkResolver, proxyProtocol: listener.proxyProtocol,
+                    resolveTenant: resolveTenant, proxyProtocol: listener.proxyProtocol,
                     tls: tls, implicitTLS: listener.implicitTLS, logger: logger))
                 logger.notice("listening", metadata: [
                     "address": "\(listener.address)", "proxy_protocol": "\(listener.proxyProtocol)",

@@ -36,12 +36,13 @@ public struct IngressSink: MessageSink {
             return SMTPReply(550, EnhancedStatusCode(5, 7, 1), "Sender not allowed: \(violation)")
         }
         let now = Date()
-        let id = MessageID.generate(milliseconds: UInt64(now.timeIntervalSince1970 * 1000))
+        let receivedAt = UInt64(now.timeIntervalSince1970 * 1000)
+        let id = MessageID.generate(milliseconds: receivedAt)
         let received = ReceivedHeader.make(helo: envelope.helloName, connection: connection, hostname: hostname,
                                            id: id.text, recipients: envelope.recipients, date: now)
         let accepted = AcceptedMessage(
             id: id, tenant: tenantName, sender: envelope.sender, recipients: envelope.recipients,
-            receivedAt: UInt64(now.timeIntervalSince1970 * 1000), client: connection.clientAddress, helo: envelope.helloName,
+            receivedAt: receivedAt, client: connection.clientAddress, helo: envelope.helloName,
             tls: connection.isEncrypted ? "TLS" : nil, authenticatedUser: connection.authenticatedUser, job: HeaderField.value(of: "X-Job", in: message),
             lane: AcceptedMessage.Lane(rawValue: tenant.lane.rawValue) ?? .normal, trafficClass: tenant.trafficClass,
             smtputf8: envelope.parameters.smtputf8, eightBit: envelope.parameters.body == .eightBitMIME,

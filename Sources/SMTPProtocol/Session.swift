@@ -54,8 +54,8 @@ public struct SMTPSession: Sendable {
         case close(SMTPReply)
         /// Send the 354 and read the DATA stream with a `DataReader` of this size limit.
         case readData(SMTPReply, maximumSize: Int)
-        /// Read exactly `size` octets of BDAT chunk, then call `chunkReceived`.
-        case readChunk(size: Int)
+        /// Read exactly `size` octets of BDAT chunk, then call `chunkReceived` with `last`.
+        case readChunk(size: Int, last: Bool)
         /// Send the 220, then start TLS before reading anything else (discarding whatever the
         /// client sent after STARTTLS), then call `tlsStarted`.
         case startTLS(SMTPReply)
@@ -142,13 +142,13 @@ public struct SMTPSession: Sendable {
             }
             phase = .data
             return .readData(SMTPReply(354, nil, "End data with <CR><LF>.<CR><LF>"), maximumSize: policy.maximumMessageSize)
-        case .bdat(let size, _):
+        case .bdat(let size, let last):
             guard phase == .recipients || phase == .chunks else {
                 // The chunk's bytes follow the command whatever the answer: read and drop them.
-                return .readChunk(size: size)
+                return .readChunk(size: size, last: last)
             }
             phase = .chunks
-            return .readChunk(size: size)
+            return .readChunk(size: size, last: last)
         case .rset:
             resetTransaction()
             if phase != .greeted { phase = .ready }

@@ -42,7 +42,6 @@ public final class SMTPServerHandler: ChannelInboundHandler {
     private var framer = CommandLineFramer()
     private var mode = Mode.commands
     private var input: ByteBuffer?
-    private var lastBdat: (size: Int, last: Bool)?
     private var timeout: Scheduled<Void>?
     private var wroteSinceFlush = false
 
@@ -169,7 +168,6 @@ public final class SMTPServerHandler: ChannelInboundHandler {
         case .line(let bytes):
             do throws(SMTPCommandError) {
                 let command = try SMTPCommand.parse(bytes, smtputf8Offered: true, utf8Transaction: session.isUTF8Transaction)
-                if case .bdat(let size, let last) = command { lastBdat = (size, last) }
                 perform(session.handle(command), context: context)
             } catch {
                 perform(session.refused(error), context: context)
@@ -187,9 +185,9 @@ public final class SMTPServerHandler: ChannelInboundHandler {
         case .readData(let reply, let maximumSize):
             write(reply, context: context)
             mode = .data(DataReader(maximumMessageSize: maximumSize), [])
-        case .readChunk(let size):
-            mode = size == 0 ? .commands : .chunk(remaining: size, bytes: [], last: lastBdat?.last ?? false)
-            if size == 0 { perform(session.chunkReceived([], last: lastBdat?.last ?? false), context: context) }
+        case .readChunk(let size, let last):
+            mode = size == 0 ? .commands : .chunk(remaining: size, bytes: [], last: last)
+            if size == 0 { perform(session.chunkReceived([], last: last), context: context) }
         case .startTLS(let reply):
             guard let tls else {
                 write(SMTPReply(454, EnhancedStatusCode(4, 7, 0), "TLS not available"), context: context)

@@ -24,7 +24,7 @@ import Testing
         case .reply(let reply): return reply.description
         case .close(let reply): return "close: \(reply)"
         case .readData(let reply, let size): return "data(\(size)): \(reply)"
-        case .readChunk(let size): return "chunk(\(size))"
+        case .readChunk(let size, let last): return "chunk(\(size)\(last ? " last" : ""))"
         case .startTLS(let reply): return "tls: \(reply)"
         case .authenticate(let mechanism, let initial): return "auth \(mechanism) \(initial ?? "-")"
         case .deliver(let envelope, let message): return "deliver \(envelope.sender?.description ?? "<>") -> \(envelope.recipients.map(\.description)) \(message.count)"
@@ -102,7 +102,7 @@ import Testing
         var session = SMTPSession(policy: policy, relayPermitted: true)
         #expect(run(&session, ["EHLO c", "MAIL FROM:<a@x.test>", "RCPT TO:<b@y.test>", "BDAT 3"]).last == "chunk(3)")
         #expect(describe(session.chunkReceived(Array("abc".utf8), last: false)) == "250 2.0.0 3 octets received")
-        #expect(run(&session, ["BDAT 2 LAST"]) == ["chunk(2)"])
+        #expect(run(&session, ["BDAT 2 LAST"]) == ["chunk(2 last)"])
         #expect(describe(session.chunkReceived(Array("de".utf8), last: true)) == "deliver a@x.test -> [\"b@y.test\"] 5")
     }
 
