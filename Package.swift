@@ -55,8 +55,9 @@ let package = Package(
         ]),
         // The ingress node: tenants, the Kafka sink, the listeners.
         .target(name: "Ingress", dependencies: [
-            "Kafka", "QueueRecord", "SMTPProtocol", "SMTPServer", "SmarthostConfig",
+            "Credentials", "Kafka", "QueueRecord", "Redis", "SMTPProtocol", "SMTPServer", "SmarthostConfig",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
@@ -68,7 +69,13 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
         .target(name: "SmarthostConfig", dependencies: [
+            "Credentials",
             .product(name: "Yams", package: "Yams"),
+        ]),
+        // SMTP AUTH secrets: scrypt password hashes (PHC strings) and the failed-login limiter.
+        .target(name: "Credentials", dependencies: [
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "CryptoExtras", package: "swift-crypto"),
         ]),
         .target(name: "Observability", dependencies: [
             .product(name: "Logging", package: "swift-log"),
@@ -76,7 +83,7 @@ let package = Package(
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         .executableTarget(name: "smarthost", dependencies: [
-            "Kafka", "Redis", "SmarthostConfig", "Observability", "Ingress", "NodeHTTP",
+            "Credentials", "Kafka", "Redis", "SmarthostConfig", "Observability", "Ingress", "NodeHTTP",
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
@@ -84,7 +91,7 @@ let package = Package(
 
         // Starts real servers (Tansu, redis-server, ...) for tests; never used by the product.
         .target(name: "TestSupport", dependencies: [
-            "Observability",
+            "Kafka", "Observability",
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         .testTarget(name: "KafkaTests", dependencies: [
@@ -96,11 +103,12 @@ let package = Package(
             "Redis", "TestSupport",
             .product(name: "NIOEmbedded", package: "swift-nio"),
         ]),
-        .testTarget(name: "ConfigTests", dependencies: ["SmarthostConfig"]),
+        .testTarget(name: "ConfigTests", dependencies: ["SmarthostConfig", "Credentials"]),
+        .testTarget(name: "CredentialsTests", dependencies: ["Credentials"]),
         .testTarget(name: "NodeHTTPTests", dependencies: ["NodeHTTP", "TestSupport"]),
         .testTarget(name: "SMTPProtocolTests", dependencies: ["SMTPProtocol"]),
         .testTarget(name: "QueueRecordTests", dependencies: ["QueueRecord", "SMTPProtocol"]),
-        .testTarget(name: "IngressTests", dependencies: ["Ingress", "Kafka", "QueueRecord", "SMTPServer", "SMTPProtocol", "SmarthostConfig", "TestSupport"]),
+        .testTarget(name: "IngressTests", dependencies: ["Ingress", "Credentials", "Kafka", "Redis", "QueueRecord", "SMTPServer", "SMTPProtocol", "SmarthostConfig", "TestSupport"]),
         .testTarget(name: "SMTPServerTests", dependencies: [
             "SMTPServer", "SMTPProtocol", "TestSupport",
             .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -47,17 +47,21 @@ public final class IngressNode: Service, Sendable {
             maximumMessageSize: tenants.map(\.maxMessageSize.bytes).max() ?? defaults.maximumMessageSize,
             maximumRecipients: tenants.map(\.maxRecipients).max() ?? defaults.maximumRecipients)
         let resolveTenant = configuration.trustedNetworkResolver
+        let authenticator = TenantAuthenticator(configuration: configuration)
         var listeners: [SMTPListener] = []
         do {
             for (index, listener) in configuration.ingress.listeners.enumerated() {
                 let tls = try tlsContext(listener, key: "ingress.listeners[\(index)]")
+                var listenerPolicy = policy
+                listenerPolicy.authOverPlaintext = listener.authOverPlaintext
                 listeners.append(try await SMTPListener.bind(
-                    host: listener.address.host, port: listener.address.port, policy: policy, sink: sink,
-                    resolveTenant: resolveTenant, proxyProtocol: listener.proxyProtocol,
+                    host: listener.address.host, port: listener.address.port, policy: listenerPolicy, sink: sink,
+                    resolveTenant: resolveTenant, authenticator: authenticator, proxyProtocol: listener.proxyProtocol,
                     tls: tls, implicitTLS: listener.implicitTLS, logger: logger))
+                let auth = authenticator == nil ? "none" : listener.authOverPlaintext ? "always" : tls == nil ? "never (no TLS)" : "after TLS"
                 logger.notice("listening", metadata: [
                     "address": "\(listener.address)", "proxy_protocol": "\(listener.proxyProtocol)",
-                    "tls": "\(tls == nil ? "none" : listener.implicitTLS ? "implicit" : "starttls")",
+                    "tls": "\(tls == nil ? "none" : listener.implicitTLS ? "implicit" : "starttls")", "auth": "\(auth)",
                 ])
             }
         } catch {

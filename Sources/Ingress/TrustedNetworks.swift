@@ -5,7 +5,12 @@ extension SmarthostConfiguration {
     /// The tenant whose trusted networks contain the client, for clients that do not log in.
     /// Tenants are tried in name order, so overlapping networks resolve the same way on every node.
     public var trustedNetworkResolver: TenantResolver {
-        let networks = tenants.keys.sorted().flatMap { name in tenants[name]!.trustedNetworks.map { (name, $0) } }
-        return { clientIP in networks.first { $0.1.contains(clientIP) }?.0 }
+        let networks = tenants.keys.sorted().flatMap { name in tenants[name]!.trustedNetworks.map { (tenants[name]!, $0) } }
+        return { clientIP in networks.first { $0.1.contains(clientIP) }.map { $0.0.grant } }
     }
+}
+
+extension SmarthostConfiguration.Tenant {
+    /// What an SMTP session enforces for this tenant.
+    var grant: TenantGrant { TenantGrant(name, maximumRecipients: maxRecipients) }
 }

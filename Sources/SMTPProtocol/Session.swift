@@ -76,7 +76,9 @@ public struct SMTPSession: Sendable {
     public private(set) var isAuthenticated = false
     /// Whether this client may send mail on (a trusted network, or logged in). Without it every
     /// recipient is refused: no open relay.
-    public var isRelayPermitted = false
+    public private(set) var isRelayPermitted = false
+    /// The tenant's own limit when lower than the listener's.
+    private var maximumRecipients: Int
     private var sender: Mailbox?
     private var parameters = MailParameters()
     private var recipients: [Mailbox] = []
@@ -88,6 +90,14 @@ public struct SMTPSession: Sendable {
         self.policy = policy
         self.isEncrypted = encrypted
         self.isRelayPermitted = relayPermitted
+        self.maximumRecipients = policy.maximumRecipients
+    }
+
+    /// The client sends for a tenant (its network is trusted, or it logged in) whose messages
+    /// may have at most `maximumRecipients`.
+    public mutating func permitRelay(maximumRecipients: Int = .max) {
+        isRelayPermitted = true
+        self.maximumRecipients = min(policy.maximumRecipients, maximumRecipients)
     }
 
     public var greeting: SMTPReply {
@@ -126,7 +136,7 @@ public struct SMTPSession: Sendable {
             guard isRelayPermitted else {
                 return refuse(554, 5, 7, 1, "Relay access denied: authenticate or send from a trusted network")
             }
-            guard recipients.count < policy.maximumRecipients else {
+            guard recipients.count < maximumRecipients else {
                 return .reply(SMTPReply(452, EnhancedStatusCode(4, 5, 3), "Too many recipients"))
             }
             recipients.append(recipient)
@@ -166,7 +176,8 @@ public struct SMTPSession: Sendable {
             guard phase == .ready || phase == .greeted else { return refuse(503, 5, 5, 1, "Error: STARTTLS in a mail transaction") }
             return .startTLS(SMTPReply(220, EnhancedStatusCode(2, 0, 0), "Ready to start TLS"))
         case .auth(let mechanism, let initialResponse):
-            guard policy.offersAuth, isEncrypted || policy.authOverPlaintext else {
+            guard policy.offersAuth else { return refuse(502, 5, 5, 1, "Error: AUTH not available") }
+            guard isEncrypted || policy.authOverPlaintext else {
                 return refuse(530, 5, 7, 0, "Must issue a STARTTLS command first")
             }
             guard !isAuthenticated else { return refuse(503, 5, 5, 1, "Error: already authenticated") }
@@ -223,13 +234,23 @@ public struct SMTPSession: Sendable {
         phase = .greeted
     }
 
+    /// The client logged in: it may relay from now on.
     public mutating func authenticated() -> SMTPReply {
         isAuthenticated = true
         return SMTPReply(235, EnhancedStatusCode(2, 7, 0), "Authentication successful")
     }
 
-    public mutating func authenticationFailed() -> Action {
-        countBadCommand(SMTPReply(535, EnhancedStatusCode(5, 7, 8), "Authentication credentials invalid"))
+    /// Wrong credentials, or an exchange that failed with `reply`; counts as a bad command.
+    public mutating func authenticationFailed(
+        _ reply: SMTPReply = SMTPReply(535, EnhancedStatusCode(5, 7, 8), "Authentication credentials invalid")
+    ) -> Action {
+        countBadCommand(reply)
+    }
+
+    /// Too many failed logins from this client: the session ends (RFC 4954 allows closing
+    /// after failures; the client's later attempts are refused the same way for a while).
+    public func authenticationThrottled() -> Action {
+        .close(SMTPReply(421, EnhancedStatusCode(4, 7, 0), "\(policy.hostname) Error: too many failed authentications, try again later"))
     }
 
     // MARK: -

@@ -28,11 +28,38 @@ public struct ConnectionInfo: Sendable, Equatable {
     }
 }
 
+/// A tenant a client may send for, with the limits the session enforces for it.
+public struct TenantGrant: Sendable, Equatable {
+    public var name: String
+    public var maximumRecipients: Int
+
+    public init(_ name: String, maximumRecipients: Int = .max) {
+        self.name = name
+        self.maximumRecipients = maximumRecipients
+    }
+}
+
 /// Decides which tenant, if any, a client that has not logged in sends for (trusted networks).
-public typealias TenantResolver = @Sendable (_ clientIP: String) -> String?
+public typealias TenantResolver = @Sendable (_ clientIP: String) -> TenantGrant?
 
 /// Takes responsibility for complete messages. The reply goes to the client as it is: a sink
 /// answers 250 only once the message is durable (for the ingress node: acknowledged by Kafka).
 public protocol MessageSink: Sendable {
     func accept(_ envelope: Envelope, message: [UInt8], connection: ConnectionInfo) async -> SMTPReply
+}
+
+/// What checking a login gave.
+public enum AuthenticationResult: Sendable, Equatable {
+    /// The credentials are right: the client sends for `tenant`.
+    case accepted(TenantGrant)
+    case rejected
+    /// This client failed too often lately; its credentials were not checked.
+    case throttled
+    /// The check could not be made (a temporary failure: 454).
+    case unavailable
+}
+
+/// Checks SMTP AUTH credentials. Slow on purpose (a password hash): it runs off the event loop.
+public protocol Authenticator: Sendable {
+    func authenticate(username: String, password: String, clientIP: String?) async -> AuthenticationResult
 }

@@ -19,7 +19,8 @@ public final class SMTPListener: Sendable {
     }
 
     public static func bind(host: String, port: Int, policy: SessionPolicy, sink: any MessageSink,
-                            resolveTenant: @escaping TenantResolver, proxyProtocol: Bool = false,
+                            resolveTenant: @escaping TenantResolver, authenticator: (any Authenticator)? = nil,
+                            proxyProtocol: Bool = false,
                             tls: NIOSSLContext? = nil, implicitTLS: Bool = false, timeouts: SessionTimeouts = SessionTimeouts(),
                             group: MultiThreadedEventLoopGroup = .singleton,
                             logger: Logger = Logger(label: "smarthost.smtp.server")) async throws -> SMTPListener {
@@ -36,7 +37,8 @@ public final class SMTPListener: Sendable {
                         try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
                     }
                     try channel.pipeline.syncOperations.addHandler(
-                        SMTPServerHandler(policy: policy, sink: sink, resolveTenant: resolveTenant, expectsProxyHeader: proxyProtocol,
+                        SMTPServerHandler(policy: policy, sink: sink, resolveTenant: resolveTenant, authenticator: authenticator,
+                                          expectsProxyHeader: proxyProtocol,
                                           tls: tls, encrypted: implicitTLS && tls != nil, timeouts: timeouts, logger: logger))
                 }
             }

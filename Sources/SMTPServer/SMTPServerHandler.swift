@@ -29,7 +29,9 @@ public final class SMTPServerHandler: ChannelInboundHandler {
         case commands
         case data(DataReader, [UInt8])
         case chunk(remaining: Int, bytes: [UInt8], last: Bool)
-        /// A message is with the sink; input waits.
+        /// An AUTH exchange: lines are SASL responses, not commands.
+        case sasl(SASLExchange)
+        /// A message is with the sink, or credentials with the authenticator; input waits.
         case waiting
         case closed
     }
@@ -46,6 +48,7 @@ public final class SMTPServerHandler: ChannelInboundHandler {
     private var wroteSinceFlush = false
 
     private let resolveTenant: TenantResolver
+    private let authenticator: (any Authenticator)?
     private let expectsProxyHeader: Bool
     /// Offered as STARTTLS when the session is in plaintext.
     private let tls: NIOSSLContext?
@@ -53,12 +56,16 @@ public final class SMTPServerHandler: ChannelInboundHandler {
     /// With `expectsProxyHeader` the session starts only once a `ProxyProtocolHandler` in front
     /// of this one announced the real client; otherwise it starts when the connection does.
     /// `tls` makes STARTTLS available; `encrypted` says the connection is already TLS
-    /// (implicit TLS, port 465), with a TLS handler in front of this one.
+    /// (implicit TLS, port 465), with a TLS handler in front of this one. AUTH is offered with an
+    /// `authenticator` (inside TLS, or in plaintext too when the policy allows it).
     public init(policy: SessionPolicy, sink: any MessageSink, resolveTenant: @escaping TenantResolver,
+                authenticator: (any Authenticator)? = nil,
                 expectsProxyHeader: Bool = false, tls: NIOSSLContext? = nil, encrypted: Bool = false,
                 timeouts: SessionTimeouts = SessionTimeouts(), logger: Logger = Logger(label: "smarthost.smtp.server")) {
         var policy = policy
         policy.offersStartTLS = tls != nil && !encrypted
+        policy.offersAuth = authenticator != nil
+        self.authenticator = authenticator
         self.session = SMTPSession(policy: policy, encrypted: encrypted)
         self.tls = tls
         self.sink = sink
@@ -93,8 +100,7 @@ public final class SMTPServerHandler: ChannelInboundHandler {
     private func start(clientIP: String?, port: Int?, context: ChannelHandlerContext) {
         connection.clientIP = clientIP
         connection.clientPort = port
-        connection.tenant = clientIP.flatMap(resolveTenant)
-        session.isRelayPermitted = connection.tenant != nil
+        if let grant = clientIP.flatMap(resolveTenant) { permit(grant) }
         write(session.greeting, context: context)
         flush(context: context)
         armTimeout(context: context)
@@ -121,7 +127,7 @@ public final class SMTPServerHandler: ChannelInboundHandler {
             switch mode {
             case .waiting, .closed:
                 return
-            case .commands:
+            case .commands, .sasl:
                 let (used, line) = framer.next(from: buffer.readableBytesView)
                 consumed = used
                 buffer.moveReaderIndex(forwardBy: used)
@@ -160,6 +166,15 @@ public final class SMTPServerHandler: ChannelInboundHandler {
     }
 
     private func handle(_ line: CommandLineFramer.Line, context: ChannelHandlerContext) {
+        if case .sasl(var exchange) = mode {
+            // A response that is too long or not text cannot be base64: the exchange fails.
+            let text: String
+            if case .line(let bytes) = line { text = String(decoding: bytes, as: UTF8.self) } else { text = "\u{0}" }
+            let step = exchange.respond(text)
+            mode = .sasl(exchange)
+            authenticationStep(step, context: context)
+            return
+        }
         switch line {
         case .tooLong:
             perform(session.refused(.lineTooLong), context: context)
@@ -207,36 +222,86 @@ public final class SMTPServerHandler: ChannelInboundHandler {
                 logger.warning("could not start TLS", metadata: ["error": "\(error)"])
                 close(context: context)
             }
-        case .authenticate:
-            write(SMTPReply(454, EnhancedStatusCode(4, 7, 0), "Temporary authentication failure"), context: context)
+        case .authenticate(let mechanism, let initialResponse):
+            var exchange = SASLExchange(mechanism: mechanism)
+            let step = exchange.start(initialResponse: initialResponse)
+            mode = .sasl(exchange)
+            authenticationStep(step, context: context)
         case .deliver(let envelope, let message):
-            mode = .waiting
-            flush(context: context)
-            // Backpressure: while the sink works, read nothing more (pipelined input waits in
-            // the socket, not in memory).
-            context.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
             let sink = self.sink
             let connection = self.connection
-            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            let eventLoop = context.eventLoop
-            Task {
-                let reply = await sink.accept(envelope, message: message, connection: connection)
-                eventLoop.execute {
-                    let (handler, context) = loopBound.value
-                    handler.messageHandled(reply, context: context)
-                }
+            awaitOffLoop(context: context, { await sink.accept(envelope, message: message, connection: connection) }) { handler, reply, context in
+                handler.write(handler.session.messageHandled(reply), context: context)
             }
         }
     }
 
-    private func messageHandled(_ reply: SMTPReply, context: ChannelHandlerContext) {
-        guard case .waiting = mode else { return }  // the connection closed meanwhile
-        mode = .commands
-        context.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
-        write(session.messageHandled(reply), context: context)
-        armTimeout(context: context)  // the timer that fired while the sink worked did nothing
-        process(context: context)
+    private func authenticationStep(_ step: SASLExchange.Step, context: ChannelHandlerContext) {
+        switch step {
+        case .challenge(let challenge):
+            write(SMTPReply(334, nil, challenge), context: context)
+        case .failed(let reply):
+            mode = .commands
+            perform(session.authenticationFailed(reply), context: context)
+        case .credentials(let username, let password):
+            guard let authenticator else { preconditionFailure("AUTH is offered only with an authenticator") }
+            let clientIP = connection.clientIP
+            awaitOffLoop(context: context, {
+                await authenticator.authenticate(username: username, password: password, clientIP: clientIP)
+            }) { handler, result, context in
+                handler.authenticationChecked(result, username: username, context: context)
+            }
+        }
+    }
+
+    private func permit(_ grant: TenantGrant) {
+        connection.tenant = grant.name
+        session.permitRelay(maximumRecipients: grant.maximumRecipients)
+    }
+
+    private func authenticationChecked(_ result: AuthenticationResult, username: String, context: ChannelHandlerContext) {
+        switch result {
+        case .accepted(let grant):
+            connection.authenticatedUser = username
+            permit(grant)
+            write(session.authenticated(), context: context)
+        case .rejected:
+            logger.notice("authentication failed", metadata: ["peer": "\(connection.clientAddress)", "user": "\(username)"])
+            perform(session.authenticationFailed(), context: context)
+        case .throttled:
+            logger.notice("authentication throttled", metadata: ["peer": "\(connection.clientAddress)"])
+            perform(session.authenticationThrottled(), context: context)
+        case .unavailable:
+            write(SMTPReply(454, EnhancedStatusCode(4, 7, 0), "Temporary authentication failure"), context: context)
+        }
+    }
+
+    /// Runs `work` (the sink, the authenticator) off the event loop, then `done` on it. Meanwhile
+    /// nothing more is read: pipelined input waits in the socket, not in memory, and no reply
+    /// overtakes this one.
+    private func awaitOffLoop<Result: Sendable>(
+        context: ChannelHandlerContext, _ work: @escaping @Sendable () async -> Result,
+        then done: @escaping (SMTPServerHandler, Result, ChannelHandlerContext) -> Void
+    ) {
+        mode = .waiting
         flush(context: context)
+        context.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
+        let loopBound = NIOLoopBound((self, context, done), eventLoop: context.eventLoop)
+        let eventLoop = context.eventLoop
+        Task {
+            let result = await work()
+            eventLoop.execute {
+                let (handler, context, done) = loopBound.value
+                guard case .waiting = handler.mode else { return }  // the connection closed meanwhile
+                handler.mode = .commands
+                context.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
+                done(handler, result, context)
+                if case .closed = handler.mode { return }
+                handler.armTimeout(context: context)  // a timer that fired meanwhile did nothing
+                handler.process(context: context)
+                handler.flush(context: context)
+            }
+        }
     }
 
     // MARK: - Output and timeouts

@@ -1,3 +1,4 @@
+import Credentials
 import Yams
 
 /// The schema: which keys each section has, their types, defaults and bounds, and the checks across
@@ -291,8 +292,9 @@ extension SchemaReader {
 
     private func tenants(_ node: Node, _ path: KeyPath, pools: Set<String>?, classes: Set<String>?,
                          maxRecordSize: ByteSize?) -> Named<Configuration.Tenant> {
+        var usernames: [String: KeyPath] = [:]
         let result = named(node, path, validName: ConfigSyntax.tenantName) { name, node, path in
-            tenant(name, node, path, pools: pools, classes: classes, maxRecordSize: maxRecordSize)
+            tenant(name, node, path, pools: pools, classes: classes, maxRecordSize: maxRecordSize, usernames: &usernames)
         }
         if result.names?.isEmpty == true {
             report(node, path, "expected at least one tenant, got \(describe(node))")
@@ -301,16 +303,21 @@ extension SchemaReader {
     }
 
     private func tenant(_ name: String, _ node: Node, _ path: KeyPath, pools: Set<String>?, classes: Set<String>?,
-                        maxRecordSize: ByteSize?) -> Configuration.Tenant? {
+                        maxRecordSize: ByteSize?, usernames: inout [String: KeyPath]) -> Configuration.Tenant? {
         let before = diagnostics.count
         guard let fields = fields(node, path, known: [
-            "trusted_networks", "sender_domains", "max_message_size", "max_recipients", "message_rate", "lane",
-            "traffic_class", "pool",
+            "trusted_networks", "credentials", "sender_domains", "max_message_size", "max_recipients", "message_rate",
+            "lane", "traffic_class", "pool",
         ]) else { return nil }
         var tenant = Configuration.Tenant(name: name)
         tenant.trustedNetworks = optional(fields, "trusted_networks") {
             elements($0, $1, expected: "a list of networks such as 10.0.0.0/8") {
                 value($0, $1, expected: Expectation.network, CIDRNetwork.init(parsing:))
+            }
+        } ?? []
+        tenant.credentials = optional(fields, "credentials") {
+            elements($0, $1, expected: "a list of logins, each with username and password_hash") { node, path in
+                credential(node, path, usernames: &usernames)
             }
         } ?? []
         tenant.senderDomains = optional(fields, "sender_domains") {
@@ -336,6 +343,28 @@ extension SchemaReader {
             return nil
         }
         return tenant
+    }
+
+    /// One SMTP AUTH login; a username belongs to one tenant only.
+    private func credential(_ node: Node, _ path: KeyPath, usernames: inout [String: KeyPath]) -> Configuration.Credential? {
+        guard let fields = fields(node, path, known: ["username", "password_hash"]) else { return nil }
+        let usernameNode = required(fields, "username")
+        let username = usernameNode.flatMap {
+            name($0, fields.path("username"), expected: "a username of 1 to 128 characters from A-Z a-z 0-9 . _ @ + -",
+                 maximumLength: 128, first: Names.isUsernameCharacter, rest: Names.isUsernameCharacter)
+        }
+        let hash = required(fields, "password_hash").flatMap {
+            value($0, fields.path("password_hash"), expected: "a scrypt password hash") { text throws(ValueError) in
+                do throws(PasswordHashError) { return try PasswordHash(parsing: text) } catch { throw ValueError(error.description) }
+            }
+        }
+        guard let usernameNode, let username, let hash else { return nil }
+        if let first = usernames[username] {
+            report(usernameNode, fields.path("username"), "duplicate username: \"\(username)\" is already a login of \(first)")
+            return nil
+        }
+        usernames[username] = path
+        return Configuration.Credential(username: username, passwordHash: hash)
     }
 
     /// The name of one of `names`; any name when `names` is nil (the section is unusable and reported).
@@ -391,16 +420,23 @@ extension SchemaReader {
     }
 
     private func ingress(_ node: Node, _ path: KeyPath) -> Configuration.IngressSettings? {
-        guard let fields = fields(node, path, known: ["hostname", "listeners"]) else { return nil }
+        guard let fields = fields(node, path, known: ["hostname", "listeners", "auth_failure_limit", "auth_failure_window"])
+        else { return nil }
         var settings = Configuration.IngressSettings()
         settings.hostname = optional(fields, "hostname", domain)
+        settings.authFailureLimit = optional(fields, "auth_failure_limit") { integer($0, $1, 1...1000) }
+            ?? settings.authFailureLimit
+        settings.authFailureWindow = optional(fields, "auth_failure_window") {
+            duration($0, $1, .seconds(1) ... .seconds(86_400))
+        } ?? settings.authFailureWindow
         guard let listenersNode = fields["listeners"] else { return settings }
         let listenersPath = fields.path("listeners")
         guard let items = list(listenersNode, listenersPath, expected: "a list of listeners") else { return nil }
         var seen: [HostPort: Int] = [:]
         for (index, item) in items.enumerated() {
             guard let listener = self.fields(item, listenersPath[index],
-                                             known: ["address", "proxy_protocol", "certificate_file", "private_key_file", "implicit_tls"])
+                                             known: ["address", "proxy_protocol", "certificate_file", "private_key_file", "implicit_tls",
+                                                     "auth_over_plaintext"])
             else { continue }
             let addressNode = required(listener, "address")
             guard let addressNode, let address = hostPort(addressNode, listener.path("address")) else { continue }
@@ -422,7 +458,8 @@ extension SchemaReader {
             }
             settings.listeners.append(Configuration.Listener(
                 address: address, proxyProtocol: optional(listener, "proxy_protocol", boolean) ?? false,
-                certificateFile: certificate, privateKeyFile: key, implicitTLS: implicitTLS))
+                certificateFile: certificate, privateKeyFile: key, implicitTLS: implicitTLS,
+                authOverPlaintext: optional(listener, "auth_over_plaintext", boolean) ?? false))
         }
         return settings
     }

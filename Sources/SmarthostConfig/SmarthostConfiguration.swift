@@ -1,3 +1,4 @@
+import Credentials
 /// The configuration of a smarthost node and of the cluster it belongs to, read from one YAML file
 /// (see docs/configuration.md). Every node of a cluster reads the same file except for `node`.
 public struct SmarthostConfiguration: Sendable, Equatable {
@@ -195,6 +196,8 @@ extension SmarthostConfiguration {
         public var name: String
         /// Clients in these networks may relay for this tenant.
         public var trustedNetworks: [CIDRNetwork]
+        /// SMTP AUTH logins that send for this tenant.
+        public var credentials: [Credential] = []
         /// Lowercased; empty means any sender domain.
         public var senderDomains: [String]
         public var maxMessageSize: ByteSize
@@ -219,6 +222,17 @@ extension SmarthostConfiguration {
             self.lane = lane
             self.trafficClass = trafficClass
             self.pool = pool
+        }
+    }
+
+    /// An SMTP AUTH login: only the password's salted hash is kept.
+    public struct Credential: Sendable, Equatable {
+        public var username: String
+        public var passwordHash: PasswordHash
+
+        public init(username: String, passwordHash: PasswordHash) {
+            self.username = username
+            self.passwordHash = passwordHash
         }
     }
 
@@ -255,6 +269,10 @@ extension SmarthostConfiguration {
         /// The name in the greeting, EHLO reply and Received: lines; the node id when absent.
         public var hostname: String?
         public var listeners: [Listener]
+        /// Failed AUTH attempts from one client address within `authFailureWindow` after which
+        /// its attempts are refused unchecked until the window ends (per node).
+        public var authFailureLimit = 5
+        public var authFailureWindow: Duration = .seconds(300)
 
         public init(hostname: String? = nil, listeners: [Listener] = []) {
             self.hostname = hostname
@@ -272,9 +290,12 @@ extension SmarthostConfiguration {
         public var privateKeyFile: String?
         /// TLS from the first byte (port 465) instead of STARTTLS.
         public var implicitTLS: Bool
+        /// AUTH is offered without TLS too (a listener reachable only from trusted networks).
+        public var authOverPlaintext: Bool
 
         public init(address: HostPort, proxyProtocol: Bool = false, certificateFile: String? = nil,
-                    privateKeyFile: String? = nil, implicitTLS: Bool = false) {
+                    privateKeyFile: String? = nil, implicitTLS: Bool = false, authOverPlaintext: Bool = false) {
+            self.authOverPlaintext = authOverPlaintext
             self.address = address
             self.proxyProtocol = proxyProtocol
             self.certificateFile = certificateFile

@@ -409,6 +409,11 @@ enum Names {
         isLetterOrDigit(scalar) || scalar == "." || scalar == "_" || scalar == "-"
     }
 
+    /// SMTP AUTH usernames: what logins commonly are (names, email addresses).
+    static func isUsernameCharacter(_ scalar: Unicode.Scalar) -> Bool {
+        isTopicCharacter(scalar) || scalar == "@" || scalar == "+"
+    }
+
     /// Whether `text` is 1 to `maximumLength` scalars, the first satisfying `first`, the others `rest`.
     static func matches(_ text: String, maximumLength: Int,
                         first: (Unicode.Scalar) -> Bool, rest: (Unicode.Scalar) -> Bool) -> Bool {

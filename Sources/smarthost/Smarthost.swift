@@ -1,4 +1,5 @@
 import ArgumentParser
+import Credentials
 import Foundation
 import Ingress
 import Kafka
@@ -13,7 +14,7 @@ struct Smarthost: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "smarthost",
         abstract: "A node of the smarthost cluster, and the tools to prepare one.",
-        subcommands: [IngressCommand.self, CheckConfig.self, Topics.self, Version.self])
+        subcommands: [IngressCommand.self, CheckConfig.self, Topics.self, HashPassword.self, Version.self])
 }
 
 /// `--config FILE`, loaded and validated; a bad file stops the command with every error in it.
@@ -138,4 +139,33 @@ struct Version: ParsableCommand {
 
 func printError(_ message: String) {
     FileHandle.standardError.write(Data((message + "\n").utf8))
+}
+
+/// Prints the scrypt hash of a password read from standard input, for a tenant's
+/// `credentials[].password_hash`. The password is never an argument: arguments end up in
+/// shell histories and process listings.
+struct HashPassword: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "hash-password",
+        abstract: "Read a password from standard input (one line) and print its scrypt hash for the configuration.")
+
+    @Option(name: .long, help: "log2 of scrypt's cost N (10 to 20).")
+    var cost: Int = PasswordHash.defaultLogRounds
+
+    func validate() throws {
+        guard (10...20).contains(cost) else { throw ValidationError("--cost must be 10 to 20, got \(cost)") }
+    }
+
+    func run() throws {
+        guard var password = readLine(strippingNewline: true) else {
+            printError("hash-password: expected a password on standard input, got nothing")
+            throw ExitCode(2)
+        }
+        if password.hasSuffix("\r") { password.removeLast() }
+        guard !password.isEmpty else {
+            printError("hash-password: expected a non-empty password on standard input")
+            throw ExitCode(2)
+        }
+        print(try PasswordHash.make(password: password, logRounds: cost))
+    }
 }

@@ -347,6 +347,33 @@ struct InvalidConfigurationTests {
         BadCase(name: "bad tenant name", yaml: "tenants:\n  Acme: {}",
                 error: "t.yaml:2:3: tenants.Acme: expected a tenant name matching [a-z0-9][a-z0-9_-]{0,47} "
                     + #"(it becomes part of Kafka topic names), got "Acme""#),
+        BadCase(name: "a password instead of its hash",
+                yaml: "tenants:\n  acme:\n    credentials:\n      - username: app\n        password_hash: hunter2",
+                error: "t.yaml:5:24: tenants.acme.credentials[0].password_hash: expected a scrypt hash such as "
+                    + "$scrypt$ln=14,r=8,p=1$<salt>$<hash> (see `smarthost hash-password`)"),
+        BadCase(name: "a hash asking for too much memory",
+                yaml: "tenants:\n  acme:\n    credentials:\n      - username: app\n        password_hash: "
+                    + "$scrypt$ln=20,r=8,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+                error: "t.yaml:5:24: tenants.acme.credentials[0].password_hash: scrypt parameters out of range "
+                    + "(ln 10-24, r 1-32, p 1-16, at most 256 MiB)"),
+        BadCase(name: "a login without a hash", yaml: "tenants:\n  acme:\n    credentials:\n      - username: app",
+                error: #"t.yaml:4:9: tenants.acme.credentials[0]: missing required key "password_hash""#),
+        BadCase(name: "a username with a space",
+                yaml: "tenants:\n  acme:\n    credentials:\n      - username: my app\n        password_hash: "
+                    + "$scrypt$ln=14,r=8,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+                error: "t.yaml:4:19: tenants.acme.credentials[0].username: expected a username of 1 to 128 characters "
+                    + #"from A-Z a-z 0-9 . _ @ + -, got "my app""#),
+        BadCase(name: "one username in two tenants",
+                yaml: "tenants:\n  acme:\n    credentials:\n      - username: app\n        password_hash: "
+                    + "$scrypt$ln=14,r=8,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA\n  globex:\n    credentials:\n"
+                    + "      - username: app\n        password_hash: $scrypt$ln=14,r=8,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+                error: "t.yaml:8:19: tenants.globex.credentials[0].username: duplicate username: \"app\" is already "
+                    + "a login of tenants.acme.credentials[0]"),
+        BadCase(name: "auth failure limit out of range", yaml: "ingress:\n  auth_failure_limit: 0",
+                error: #"t.yaml:2:23: ingress.auth_failure_limit: expected an integer between 1 and 1000, got "0""#),
+        BadCase(name: "auth over plaintext not a boolean",
+                yaml: "ingress:\n  listeners:\n    - address: 127.0.0.1:2525\n      auth_over_plaintext: yes",
+                error: #"t.yaml:4:28: ingress.listeners[0].auth_over_plaintext: expected true or false, got "yes""#),
         BadCase(name: "integer out of range", yaml: "tenants:\n  acme:\n    max_recipients: 0",
                 error: #"t.yaml:3:21: tenants.acme.max_recipients: expected an integer between 1 and 10000, got "0""#),
         BadCase(name: "integer overflow", yaml: "redis:\n  address: r:6379\n  database: 99999999999999999999",

@@ -63,7 +63,7 @@ import TestSupport
         let channel = EmbeddedChannel()
         try channel.pipeline.syncOperations.addHandler(ProxyProtocolHandler())
         try channel.pipeline.syncOperations.addHandler(SMTPServerHandler(
-            policy: SessionPolicy(hostname: "mx.test"), sink: RecordingSink(), resolveTenant: { $0 == trusted ? "t" : nil },
+            policy: SessionPolicy(hostname: "mx.test"), sink: RecordingSink(), resolveTenant: { $0 == trusted ? TenantGrant("t") : nil },
             expectsProxyHeader: true))
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 40000)).wait()  // the load balancer
         return channel
@@ -112,7 +112,7 @@ struct HAProxyTests {
         let sink = RecordingSink()
         // Only 127.0.0.5 may relay: HAProxy itself connects from 127.0.0.1.
         let listener = try await SMTPListener.bind(host: "127.0.0.1", port: 0, policy: SessionPolicy(hostname: "mx.test"), sink: sink,
-                                                   resolveTenant: { $0 == "127.0.0.5" ? "t" : nil }, proxyProtocol: true)
+                                                   resolveTenant: { $0 == "127.0.0.5" ? TenantGrant("t") : nil }, proxyProtocol: true)
         defer { Task { try? await listener.close() } }
         let backend = try #require(listener.localAddress?.port)
         let frontend = try Loopback.freePort()

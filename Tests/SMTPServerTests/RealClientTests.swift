@@ -11,7 +11,7 @@ struct RealClientTests {
     func listener(_ sink: RecordingSink) async throws -> (SMTPListener, Int) {
         let listener = try await SMTPListener.bind(host: "127.0.0.1", port: 0,
                                                    policy: SessionPolicy(hostname: "mx.test", maximumMessageSize: 1 << 20), sink: sink,
-                                                   resolveTenant: { $0 == "127.0.0.1" ? "test" : nil })
+                                                   resolveTenant: { $0 == "127.0.0.1" ? TenantGrant("test") : nil })
         return (listener, listener.localAddress!.port!)
     }
 

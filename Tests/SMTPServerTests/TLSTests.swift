@@ -20,7 +20,7 @@ struct TLSTests {
     @Test func startTLSWithSwaksDeliversAnEncryptedMessage() async throws {
         let sink = RecordingSink()
         let listener = try await SMTPListener.bind(host: "127.0.0.1", port: 0, policy: SessionPolicy(hostname: "mx.test"), sink: sink,
-                                                   resolveTenant: { _ in "t" }, tls: try await context())
+                                                   resolveTenant: { _ in TenantGrant("t") }, tls: try await context())
         defer { Task { try? await listener.close() } }
         let port = try #require(listener.localAddress?.port)
         let result = try await runCommand(try findExecutable("swaks"), [
@@ -34,7 +34,7 @@ struct TLSTests {
     @Test func implicitTLSWithSwaksDeliversAnEncryptedMessage() async throws {
         let sink = RecordingSink()
         let listener = try await SMTPListener.bind(host: "127.0.0.1", port: 0, policy: SessionPolicy(hostname: "mx.test"), sink: sink,
-                                                   resolveTenant: { _ in "t" }, tls: try await context(), implicitTLS: true)
+                                                   resolveTenant: { _ in TenantGrant("t") }, tls: try await context(), implicitTLS: true)
         defer { Task { try? await listener.close() } }
         let port = try #require(listener.localAddress?.port)
         let result = try await runCommand(try findExecutable("swaks"), [
@@ -48,7 +48,7 @@ struct TLSTests {
     @Test func plaintextAfterStartTLSIsDiscarded() async throws {
         let sink = RecordingSink()
         let channel = EmbeddedChannel(handler: SMTPServerHandler(policy: SessionPolicy(hostname: "mx.test"), sink: sink,
-                                                                 resolveTenant: { _ in "t" }, tls: try await context()))
+                                                                 resolveTenant: { _ in TenantGrant("t") }, tls: try await context()))
         try channel.connect(to: SocketAddress(ipAddress: "192.0.2.7", port: 4000)).wait()
         try channel.writeInbound(channel.allocator.buffer(string: "EHLO c\r\nSTARTTLS\r\nMAIL FROM:<evil@x.test>\r\nRCPT TO:<b@y.test>\r\n"))
         var text = ""

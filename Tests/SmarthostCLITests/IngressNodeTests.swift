@@ -69,17 +69,9 @@ struct IngressNodeTests {
         #expect(log.contains("\"msg\":\"queued\""))
     }
 
-    /// The first accepted message in `topic`, read by a consumer group of its own.
+    /// The first accepted message in `topic`.
     func firstMessage(_ broker: TansuBroker, topic: String) async throws -> AcceptedMessage {
-        var settings = KafkaConsumerConfiguration(bootstrapServers: [broker.bootstrap], groupID: "check-\(UUID())", topics: [topic])
-        settings.sessionTimeout = .seconds(6)
-        let consumer = try KafkaConsumer(configuration: settings)
-        let record = try await withDeadline(.seconds(60), "a record in \(topic)") {
-            var records: [ConsumedRecord] = []
-            while records.isEmpty { records = await consumer.nextBatch(max: 1) }
-            return records[0]
-        }
-        await consumer.close()
+        let record = try #require(try await readRecords(broker, topic: topic, count: 1).first, "no record in \(topic)")
         return try AcceptedMessage(key: record.key, headers: record.headers.map { ($0.name, $0.value) }, value: record.value)
     }
 
