@@ -41,6 +41,8 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
+        // Rate limits shared by all nodes through Redis (GCRA); connection leases join it later.
+        .target(name: "Throttle", dependencies: ["Redis"]),
         // SMTP as a language: commands, replies, addresses, the DATA stream. No I/O.
         .target(name: "SMTPProtocol"),
         // An accepted message as one Kafka record: written by ingress nodes, read by delivery nodes.
@@ -55,8 +57,9 @@ let package = Package(
         ]),
         // The ingress node: tenants, the Kafka sink, the listeners.
         .target(name: "Ingress", dependencies: [
-            "Credentials", "Kafka", "QueueRecord", "Redis", "SMTPProtocol", "SMTPServer", "SmarthostConfig",
+            "Credentials", "Kafka", "QueueRecord", "Redis", "SMTPProtocol", "SMTPServer", "SmarthostConfig", "Throttle",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -105,10 +108,11 @@ let package = Package(
         ]),
         .testTarget(name: "ConfigTests", dependencies: ["SmarthostConfig", "Credentials"]),
         .testTarget(name: "CredentialsTests", dependencies: ["Credentials"]),
+        .testTarget(name: "ThrottleTests", dependencies: ["Throttle", "Redis", "TestSupport"]),
         .testTarget(name: "NodeHTTPTests", dependencies: ["NodeHTTP", "TestSupport"]),
         .testTarget(name: "SMTPProtocolTests", dependencies: ["SMTPProtocol"]),
         .testTarget(name: "QueueRecordTests", dependencies: ["QueueRecord", "SMTPProtocol"]),
-        .testTarget(name: "IngressTests", dependencies: ["Ingress", "Credentials", "Kafka", "Redis", "QueueRecord", "SMTPServer", "SMTPProtocol", "SmarthostConfig", "TestSupport"]),
+        .testTarget(name: "IngressTests", dependencies: ["Ingress", "Credentials", "Kafka", "Redis", "QueueRecord", "Throttle", "SMTPServer", "SMTPProtocol", "SmarthostConfig", "TestSupport"]),
         .testTarget(name: "SMTPServerTests", dependencies: [
             "SMTPServer", "SMTPProtocol", "TestSupport",
             .product(name: "NIOSSL", package: "swift-nio-ssl"),

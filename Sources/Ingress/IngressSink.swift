@@ -13,13 +13,15 @@ public struct IngressSink: MessageSink {
     private let producer: KafkaProducer
     private let configuration: SmarthostConfiguration
     private let hostname: String
+    private let quotas: TenantQuotas?
     private let logger: Logger
 
     public init(producer: KafkaProducer, configuration: SmarthostConfiguration, hostname: String,
-                logger: Logger = Logger(label: "smarthost.ingress")) {
+                quotas: TenantQuotas? = nil, logger: Logger = Logger(label: "smarthost.ingress")) {
         self.producer = producer
         self.configuration = configuration
         self.hostname = hostname
+        self.quotas = quotas
         self.logger = logger
     }
 
@@ -34,6 +36,12 @@ public struct IngressSink: MessageSink {
         if let violation = SenderDomains.violation(sender: envelope.sender, message: message, allowed: tenant.senderDomains) {
             logger.notice("refused a sender", metadata: ["tenant": "\(tenantName)", "reason": "\(violation)"])
             return SMTPReply(550, EnhancedStatusCode(5, 7, 1), "Sender not allowed: \(violation)")
+        }
+        if let quotas, case .exceeded(let rate, let retryAfter) = await quotas.admit(tenantName) {
+            logger.notice("tenant quota exceeded", metadata: ["tenant": "\(tenantName)", "retry_after": "\(retryAfter)"])
+            let seconds = Int((retryAfter / .seconds(1)).rounded(.up))
+            return SMTPReply(451, EnhancedStatusCode(4, 7, 1),
+                             "Message rate quota exceeded (\(tenant.messageRate.map(\.description) ?? "\(rate)")), try again in \(seconds) s")
         }
         let now = Date()
         let receivedAt = UInt64(now.timeIntervalSince1970 * 1000)

@@ -6,6 +6,7 @@ import Kafka
 import Logging
 import NodeHTTP
 import Observability
+import Redis
 import ServiceLifecycle
 import SmarthostConfig
 
@@ -52,7 +53,9 @@ struct IngressCommand: AsyncParsableCommand {
         let logger = Logger(label: "smarthost.ingress")
         let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(configuration.kafka, clientID: configuration.node.id))
         let hostname = configuration.ingress.hostname ?? configuration.node.id
-        let sink = IngressSink(producer: producer, configuration: configuration, hostname: hostname)
+        let redis = RedisClient(configuration: RedisClient.Configuration(configuration.redis))
+        let quotas = TenantQuotas(configuration: configuration, redis: redis)
+        let sink = IngressSink(producer: producer, configuration: configuration, hostname: hostname, quotas: quotas)
         let kafka = try KafkaReachability(bootstrapServers: configuration.kafka.brokers.map(\.description))
         await kafka.check()
         let node: IngressNode
@@ -70,7 +73,7 @@ struct IngressCommand: AsyncParsableCommand {
         logger.notice("health, readiness and metrics", metadata: ["address": "\(configuration.node.adminListen)"])
         // Shut down in reverse order: the listeners stop accepting, then the producer flushes.
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: producer), .init(service: kafka), .init(service: node)],
+            services: [.init(service: producer), .init(service: redis), .init(service: kafka), .init(service: node)],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
         try? await http.close()
