@@ -47,6 +47,8 @@ let package = Package(
         .target(name: "SMTPProtocol"),
         // An accepted message as one Kafka record: written by ingress nodes, read by delivery nodes.
         .target(name: "QueueRecord", dependencies: ["SMTPProtocol"]),
+        // The events topic: each step of a message's life as a JSON record.
+        .target(name: "Events"),
         // SMTP over SwiftNIO: the connection handler and the listener.
         .target(name: "SMTPServer", dependencies: [
             "SMTPProtocol",
@@ -57,7 +59,7 @@ let package = Package(
         ]),
         // The ingress node: tenants, the Kafka sink, the listeners.
         .target(name: "Ingress", dependencies: [
-            "Credentials", "Kafka", "QueueRecord", "Redis", "SMTPProtocol", "SMTPServer", "SmarthostConfig", "Throttle",
+            "Credentials", "Events", "Kafka", "QueueRecord", "Redis", "SMTPProtocol", "SMTPServer", "SmarthostConfig", "Throttle",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "NIOPosix", package: "swift-nio"),
@@ -108,11 +110,12 @@ let package = Package(
         ]),
         .testTarget(name: "ConfigTests", dependencies: ["SmarthostConfig", "Credentials"]),
         .testTarget(name: "CredentialsTests", dependencies: ["Credentials"]),
+        .testTarget(name: "EventsTests", dependencies: ["Events"]),
         .testTarget(name: "ThrottleTests", dependencies: ["Throttle", "Redis", "TestSupport"]),
         .testTarget(name: "NodeHTTPTests", dependencies: ["NodeHTTP", "TestSupport"]),
         .testTarget(name: "SMTPProtocolTests", dependencies: ["SMTPProtocol"]),
         .testTarget(name: "QueueRecordTests", dependencies: ["QueueRecord", "SMTPProtocol"]),
-        .testTarget(name: "IngressTests", dependencies: ["Ingress", "Credentials", "Kafka", "Redis", "QueueRecord", "Throttle", "SMTPServer", "SMTPProtocol", "SmarthostConfig", "TestSupport"]),
+        .testTarget(name: "IngressTests", dependencies: ["Ingress", "Credentials", "Events", "Kafka", "Redis", "QueueRecord", "Throttle", "SMTPServer", "SMTPProtocol", "SmarthostConfig", "TestSupport"]),
         .testTarget(name: "SMTPServerTests", dependencies: [
             "SMTPServer", "SMTPProtocol", "TestSupport",
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -122,6 +125,6 @@ let package = Package(
         .testTarget(name: "ObservabilityTests", dependencies: ["Observability", "TestSupport"]),
         .testTarget(name: "TestSupportTests", dependencies: ["TestSupport"]),
         // Runs the built `smarthost` binary as an operator would.
-        .testTarget(name: "SmarthostCLITests", dependencies: ["TestSupport", "Kafka", "QueueRecord"]),
+        .testTarget(name: "SmarthostCLITests", dependencies: ["TestSupport", "Events", "Kafka", "QueueRecord"]),
     ]
 )

@@ -1,6 +1,8 @@
+import Events
 import Foundation
 import Kafka
 import Logging
+import Metrics
 import QueueRecord
 import SMTPProtocol
 import SMTPServer
@@ -64,6 +66,7 @@ public struct IngressSink: MessageSink {
                 "id": "\(id)", "tenant": "\(tenantName)", "recipients": "\(envelope.recipients.count)",
                 "size": "\(accepted.content.count)", "partition": "\(report.partition)", "offset": "\(report.offset)",
             ])
+            announceReception(accepted, report: report)
             return SMTPReply(250, EnhancedStatusCode(2, 0, 0), "Ok: queued as \(id)")
         } catch KafkaError.recordTooLarge(let size, let limit) {
             logger.warning("message too large for Kafka", metadata: ["size": "\(size)", "limit": "\(limit)"])
@@ -71,6 +74,31 @@ public struct IngressSink: MessageSink {
         } catch {
             logger.warning("could not queue a message", metadata: ["tenant": "\(tenantName)", "error": "\(error)"])
             return SMTPReply(451, EnhancedStatusCode(4, 3, 0), "Queue temporarily unavailable, try again later")
+        }
+    }
+}
+
+extension IngressSink {
+    /// Writes the Reception event once Kafka has the message. The client's 250 does not wait
+    /// for it: the message is safe already, and the event is retried by the producer up to its
+    /// delivery timeout and flushed on shutdown. A node killed in between loses the event,
+    /// never the message; the reconciler's ledger also learns of messages from the spools.
+    private func announceReception(_ accepted: AcceptedMessage, report: DeliveryReport) {
+        let event = MessageEvent(
+            type: .reception, id: accepted.id.text, tenant: accepted.tenant, time: Int64(accepted.receivedAt),
+            node: configuration.node.id, sender: accepted.sender?.description ?? "",
+            recipients: accepted.recipients.map(\.description), size: accepted.content.count, job: accepted.job,
+            client: accepted.client, topic: report.topic, partition: report.partition, offset: report.offset)
+        let record = OutgoingRecord(topic: configuration.kafka.eventsTopic, key: Array(accepted.id.text.utf8), value: event.json)
+        let producer = self.producer
+        let logger = self.logger
+        Task {
+            do {
+                _ = try await producer.send(record)
+            } catch {
+                logger.error("lost a Reception event", metadata: ["id": "\(accepted.id)", "error": "\(error)"])
+                Counter(label: "smarthost_events_lost_total", dimensions: [("type", "Reception")]).increment()
+            }
         }
     }
 }

@@ -1,3 +1,4 @@
+import Events
 import Foundation
 import Kafka
 import QueueRecord
@@ -87,6 +88,14 @@ struct IngressSinkTests {
         let text = String(decoding: record.value, as: UTF8.self)
         #expect(text.hasPrefix("Received: from client.test (127.0.0.1:5000)\r\n\tby mx.test (smarthost) with ESMTP id \(id)\r\n"))
         #expect(Array(record.value.suffix(message.count)) == message, "the message follows the trace line byte for byte")
+
+        // The Reception event names the message and where it is.
+        let eventRecord = try #require(try await readRecords(broker, topic: "smarthost-events", count: 1).first)
+        let event = try MessageEvent(json: eventRecord.value)
+        #expect(eventRecord.key == Array(id.utf8))
+        #expect(event.type == .reception && event.id == id && event.tenant == "acme" && event.node == "ingress-test")
+        #expect(event.recipients == ["b@y.test"] && event.sender == "a@x.test" && event.job == "launch" && event.size == record.value.count)
+        #expect(event.topic == "smarthost.acme" && event.partition == record.partition && event.offset == record.offset)
     }
 
     @Test func aStalledBrokerGets451AndNo250() async throws {
