@@ -115,26 +115,10 @@ struct HAProxyTests {
                                                    resolveTenant: { $0 == "127.0.0.5" ? TenantGrant("t") : nil }, proxyProtocol: true)
         defer { Task { try? await listener.close() } }
         let backend = try #require(listener.localAddress?.port)
-        let frontend = try Loopback.freePort()
-        let directory = NSTemporaryDirectory()
-        let config = "\(directory)haproxy-\(frontend).cfg"
-        try """
-            defaults
-                mode tcp
-                timeout connect 5s
-                timeout client 30s
-                timeout server 30s
-            frontend smtp
-                bind 127.0.0.1:\(frontend)
-                default_backend ingress
-            backend ingress
-                server ingress 127.0.0.1:\(backend) send-proxy-v2
-
-            """.write(toFile: config, atomically: true, encoding: .utf8)
-        let haproxy = try ManagedProcess(name: "haproxy", executable: try findExecutable("haproxy"), arguments: ["-db", "-f", config],
-                                         logPath: "\(directory)haproxy-\(frontend).log")
+        let haproxy = try HAProxy.start(backends: [backend])
+        let frontend = haproxy.port
         defer { haproxy.stop() }
-        try await waitForGreeting(haproxy, port: frontend, greeting: "220 mx.test")
+        try await waitForGreeting(haproxy.process, port: frontend, greeting: "220 mx.test")
 
         let result = try await runCommand(try findExecutable("swaks"), [
             "--server", "127.0.0.1:\(frontend)", "--local-interface", "127.0.0.5", "--from", "a@x.test", "--to", "b@y.test"])
