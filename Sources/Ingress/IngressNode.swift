@@ -57,7 +57,9 @@ public final class IngressNode: Service, Sendable {
                 listeners.append(try await SMTPListener.bind(
                     host: listener.address.host, port: listener.address.port, policy: listenerPolicy, sink: sink,
                     resolveTenant: resolveTenant, authenticator: authenticator, proxyProtocol: listener.proxyProtocol,
-                    tls: tls, implicitTLS: listener.implicitTLS, logger: logger))
+                    tls: tls, implicitTLS: listener.implicitTLS,
+                    timeouts: SessionTimeouts(command: configuration.ingress.commandTimeout, data: configuration.ingress.dataTimeout),
+                    logger: logger))
                 let auth = authenticator == nil ? "none" : listener.authOverPlaintext ? "always" : tls == nil ? "never (no TLS)" : "after TLS"
                 logger.notice("listening", metadata: [
                     "address": "\(listener.address)", "proxy_protocol": "\(listener.proxyProtocol)",

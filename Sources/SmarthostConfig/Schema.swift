@@ -420,7 +420,8 @@ extension SchemaReader {
     }
 
     private func ingress(_ node: Node, _ path: KeyPath) -> Configuration.IngressSettings? {
-        guard let fields = fields(node, path, known: ["hostname", "listeners", "auth_failure_limit", "auth_failure_window"])
+        guard let fields = fields(node, path, known: ["hostname", "listeners", "auth_failure_limit", "auth_failure_window",
+                                                            "command_timeout", "data_timeout"])
         else { return nil }
         var settings = Configuration.IngressSettings()
         settings.hostname = optional(fields, "hostname", domain)
@@ -429,6 +430,12 @@ extension SchemaReader {
         settings.authFailureWindow = optional(fields, "auth_failure_window") {
             duration($0, $1, .seconds(1) ... .seconds(86_400))
         } ?? settings.authFailureWindow
+        settings.commandTimeout = optional(fields, "command_timeout") {
+            duration($0, $1, .seconds(1) ... .seconds(3_600))
+        } ?? settings.commandTimeout
+        settings.dataTimeout = optional(fields, "data_timeout") {
+            duration($0, $1, .seconds(1) ... .seconds(3_600))
+        } ?? settings.dataTimeout
         guard let listenersNode = fields["listeners"] else { return settings }
         let listenersPath = fields.path("listeners")
         guard let items = list(listenersNode, listenersPath, expected: "a list of listeners") else { return nil }

@@ -273,6 +273,10 @@ extension SmarthostConfiguration {
         /// its attempts are refused unchecked until the window ends (per node).
         public var authFailureLimit = 5
         public var authFailureWindow: Duration = .seconds(300)
+        /// How long a session may wait for the client's next command (RFC 5321 4.5.3.2: 5 min).
+        public var commandTimeout: Duration = .seconds(300)
+        /// How long a session may wait for the next block of message data (RFC 5321: 3 min).
+        public var dataTimeout: Duration = .seconds(180)
 
         public init(hostname: String? = nil, listeners: [Listener] = []) {
             self.hostname = hostname

@@ -371,6 +371,8 @@ struct InvalidConfigurationTests {
                     + "a login of tenants.acme.credentials[0]"),
         BadCase(name: "auth failure limit out of range", yaml: "ingress:\n  auth_failure_limit: 0",
                 error: #"t.yaml:2:23: ingress.auth_failure_limit: expected an integer between 1 and 1000, got "0""#),
+        BadCase(name: "command timeout out of range", yaml: "ingress:\n  command_timeout: 2h",
+                error: #"t.yaml:2:20: ingress.command_timeout: expected a duration between 1s and 1h, got "2h""#),
         BadCase(name: "auth over plaintext not a boolean",
                 yaml: "ingress:\n  listeners:\n    - address: 127.0.0.1:2525\n      auth_over_plaintext: yes",
                 error: #"t.yaml:4:28: ingress.listeners[0].auth_over_plaintext: expected true or false, got "yes""#),
