@@ -46,9 +46,29 @@ public struct DataReader: Sendable {
     /// content (CRLF line ends, dot-stuffing removed) to `message`. Returns how many bytes it
     /// consumed.
     public mutating func consume(_ input: some Collection<UInt8>, into message: inout [UInt8]) -> (consumed: Int, outcome: Outcome) {
-        var consumed = 0
-        for byte in input {
-            consumed += 1
+        if let result = input.withContiguousStorageIfAvailable({ consume(buffer: $0, into: &message) }) {
+            return result
+        }
+        return Array(input).withUnsafeBufferPointer { consume(buffer: $0, into: &message) }
+    }
+
+    private mutating func consume(buffer: UnsafeBufferPointer<UInt8>, into message: inout [UInt8]) -> (consumed: Int, outcome: Outcome) {
+        var index = 0
+        while index < buffer.count {
+            // The common case, the middle of a line: copy the run up to the next CR or LF at once.
+            if state == .inLine {
+                var end = index
+                while end < buffer.count, buffer[end] != 13, buffer[end] != 10 { end += 1 }
+                if end > index {
+                    lineOctets += end - index
+                    if lineOctets > maximumLineOctets { record(.lineTooLong) }
+                    append(UnsafeBufferPointer(rebasing: buffer[index..<end]), to: &message)
+                    index = end
+                    continue
+                }
+            }
+            let byte = buffer[index]
+            index += 1
             lineOctets += 1
             if lineOctets > maximumLineOctets { record(.lineTooLong) }
             switch (state, byte) {
@@ -59,11 +79,11 @@ public struct DataReader: Sendable {
             case (.afterDotCR, UInt8(ascii: "\n")):
                 state = .lineStart
                 lineOctets = 0
-                return (consumed, .finished(problem: problem))
+                return (index, .finished(problem: problem))
             case (.lineStart, UInt8(ascii: "\r")), (.inLine, UInt8(ascii: "\r")):
                 state = .afterCR
             case (.afterCR, UInt8(ascii: "\n")):
-                append([13, 10], to: &message)
+                append(Self.crlf, to: &message)
                 state = .lineStart
                 lineOctets = 0
             case (.afterCR, _), (.afterDotCR, _):
@@ -76,18 +96,20 @@ public struct DataReader: Sendable {
                 state = .inLine
             default:
                 // Includes the byte after a leading dot: that dot was stuffing and is dropped.
-                append([byte], to: &message)
+                append(CollectionOfOne(byte), to: &message)
                 state = .inLine
             }
         }
-        return (consumed, .needMoreData)
+        return (index, .needMoreData)
     }
+
+    private static let crlf: [UInt8] = [13, 10]
 
     private mutating func record(_ found: Problem) {
         if problem == nil { problem = found }
     }
 
-    private mutating func append(_ bytes: [UInt8], to message: inout [UInt8]) {
+    private mutating func append(_ bytes: some Collection<UInt8>, to message: inout [UInt8]) {
         guard problem == nil else { return }
         if message.count + bytes.count > maximumMessageSize {
             record(.messageTooLarge)

@@ -134,6 +134,7 @@ public final class SMTPServerHandler: ChannelInboundHandler {
                 input = buffer
                 if let line { handle(line, context: context) }
             case .data(var reader, var message):
+                mode = .waiting  // so that `message` is the only reference and grows in place
                 let (used, outcome) = reader.consume(buffer.readableBytesView, into: &message)
                 consumed = used
                 buffer.moveReaderIndex(forwardBy: used)
@@ -145,6 +146,7 @@ public final class SMTPServerHandler: ChannelInboundHandler {
                     mode = .data(reader, message)
                 }
             case .chunk(let remaining, var bytes, let last):
+                mode = .waiting  // so that `bytes` is the only reference and grows in place
                 let take = min(remaining, buffer.readableBytes)
                 let chunk = buffer.readBytes(length: take)!
                 // A chunk announced larger than any message is read and dropped past the limit
