@@ -23,14 +23,18 @@ extension KafkaProducerConfiguration {
 /// until a graceful shutdown (SIGTERM), then stop accepting.
 public final class IngressNode: Service, Sendable {
     public let listeners: [SMTPListener]
+    private let sink: IngressSink
+    private let shutdownGrace: Duration
     private let logger: Logger
     private let draining = Atomic<Bool>(false)
 
     /// True once a graceful shutdown began: the node should no longer get new clients.
     public var isDraining: Bool { draining.load(ordering: .relaxed) }
 
-    private init(listeners: [SMTPListener], logger: Logger) {
+    private init(listeners: [SMTPListener], sink: IngressSink, shutdownGrace: Duration, logger: Logger) {
         self.listeners = listeners
+        self.sink = sink
+        self.shutdownGrace = shutdownGrace
         self.logger = logger
     }
 
@@ -70,7 +74,7 @@ public final class IngressNode: Service, Sendable {
             for listener in listeners { try? await listener.close() }
             throw error
         }
-        return IngressNode(listeners: listeners, logger: logger)
+        return IngressNode(listeners: listeners, sink: sink, shutdownGrace: configuration.ingress.shutdownGrace, logger: logger)
     }
 
     /// The listener's TLS context, or nil when it has no certificate; a file that cannot be
@@ -93,11 +97,23 @@ public final class IngressNode: Service, Sendable {
         }
     }
 
+    /// On graceful shutdown: stop accepting, then let the sessions in progress finish (and the
+    /// Reception events go out) for at most `ingress.shutdown_grace`; the producer, shut down
+    /// after this service, then flushes. Sessions still open after the grace are cut: their
+    /// unfinished messages were never acknowledged, so their clients retry.
     public func run() async throws {
         try? await gracefulShutdown()
         draining.store(true, ordering: .relaxed)
         logger.notice("stopping: no new connections")
         for listener in listeners { try? await listener.close() }
+        let deadline = ContinuousClock.now + shutdownGrace
+        while ContinuousClock.now < deadline {
+            let sessions = listeners.reduce(0) { $0 + $1.openConnections }
+            if sessions == 0 && sink.pendingEvents == 0 { break }
+            try? await Task.sleep(for: .milliseconds(100), tolerance: .milliseconds(50))
+        }
+        let left = listeners.reduce(0) { $0 + $1.openConnections }
+        logger.notice("stopped accepting mail", metadata: ["sessions_cut": "\(left)"])
     }
 }
 

@@ -7,6 +7,7 @@ import QueueRecord
 import SMTPProtocol
 import SMTPServer
 import SmarthostConfig
+import Synchronization
 
 /// The ingress node's `MessageSink`: turns each accepted message into one Kafka record in its
 /// tenant's topic and answers 250 only after Kafka acknowledged it (acks=all). If Kafka cannot
@@ -17,6 +18,11 @@ public struct IngressSink: MessageSink {
     private let hostname: String
     private let quotas: TenantQuotas?
     private let logger: Logger
+    private let eventsInFlight = EventCount()
+
+    /// Reception events handed to the producer's task but not yet sent or failed; a draining
+    /// node waits for them before the producer closes.
+    public var pendingEvents: Int { eventsInFlight.value.load(ordering: .relaxed) }
 
     public init(producer: KafkaProducer, configuration: SmarthostConfiguration, hostname: String,
                 quotas: TenantQuotas? = nil, logger: Logger = Logger(label: "smarthost.ingress")) {
@@ -92,7 +98,10 @@ extension IngressSink {
         let record = OutgoingRecord(topic: configuration.kafka.eventsTopic, key: Array(accepted.id.text.utf8), value: event.json)
         let producer = self.producer
         let logger = self.logger
+        let inFlight = eventsInFlight
+        inFlight.value.add(1, ordering: .relaxed)
         Task {
+            defer { inFlight.value.subtract(1, ordering: .relaxed) }
             do {
                 _ = try await producer.send(record)
             } catch {
@@ -101,6 +110,10 @@ extension IngressSink {
             }
         }
     }
+}
+
+final class EventCount: Sendable {
+    let value = Atomic<Int>(0)
 }
 
 /// Reads a header field from a message's header section (before the first empty line).

@@ -421,7 +421,7 @@ extension SchemaReader {
 
     private func ingress(_ node: Node, _ path: KeyPath) -> Configuration.IngressSettings? {
         guard let fields = fields(node, path, known: ["hostname", "listeners", "auth_failure_limit", "auth_failure_window",
-                                                            "command_timeout", "data_timeout"])
+                                                            "command_timeout", "data_timeout", "shutdown_grace"])
         else { return nil }
         var settings = Configuration.IngressSettings()
         settings.hostname = optional(fields, "hostname", domain)
@@ -436,6 +436,9 @@ extension SchemaReader {
         settings.dataTimeout = optional(fields, "data_timeout") {
             duration($0, $1, .seconds(1) ... .seconds(3_600))
         } ?? settings.dataTimeout
+        settings.shutdownGrace = optional(fields, "shutdown_grace") {
+            duration($0, $1, .seconds(0) ... .seconds(3_600))
+        } ?? settings.shutdownGrace
         guard let listenersNode = fields["listeners"] else { return settings }
         let listenersPath = fields.path("listeners")
         guard let items = list(listenersNode, listenersPath, expected: "a list of listeners") else { return nil }

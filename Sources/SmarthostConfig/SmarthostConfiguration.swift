@@ -277,6 +277,8 @@ extension SmarthostConfiguration {
         public var commandTimeout: Duration = .seconds(300)
         /// How long a session may wait for the next block of message data (RFC 5321: 3 min).
         public var dataTimeout: Duration = .seconds(180)
+        /// On SIGTERM, how long sessions in progress may go on before the node exits.
+        public var shutdownGrace: Duration = .seconds(30)
 
         public init(hostname: String? = nil, listeners: [Listener] = []) {
             self.hostname = hostname

@@ -77,6 +77,10 @@ struct IngressSinkTests {
         let reply = await sink.accept(envelope, message: message, connection: connection)
         #expect(reply.code == 250)
         let id = try #require(reply.lines.first?.split(separator: " ").last.map(String.init))
+        // As a draining node does: the Reception event goes out before the producer closes.
+        try await withDeadline(.seconds(20), "the Reception event handed to Kafka") {
+            while sink.pendingEvents > 0 { try await Task.sleep(for: .milliseconds(20)) }
+        }
         await producer.close()
 
         let record = try #require(try await readRecords(broker, topic: "smarthost.acme", count: 1).first)

@@ -115,4 +115,51 @@ struct IngressFailureTests {
         #expect(records.count == 1, "only the message sent before")
         #expect(!records.contains { String(decoding: $0.value, as: UTF8.self).contains("KILLED-MID-DATA") })
     }
+
+    @Test func onSIGTERMASessionInTheMiddleOfItsMessageFinishesAndIsQueued() async throws {
+        let broker = try await TansuBroker.start()
+        defer { broker.stop() }
+        let port = try Loopback.freePort()
+        let node = try demoNode(broker, port: port, name: "draining-ingress")
+        defer { node.stop() }
+        try await waitForGreeting(node.process, port: port, greeting: "220 mx.test ")
+        // Half a message, a pause (the node gets SIGTERM meanwhile), then the rest.
+        let client = """
+            import socket, time
+            s = socket.create_connection(("127.0.0.1", \(port)))
+            s.sendall(b"EHLO c\\r\\nMAIL FROM:<app@demo.test>\\r\\nRCPT TO:<b@example.com>\\r\\nDATA\\r\\nSubject: draining\\r\\n\\r\\nfirst half\\r\\n")
+            s.settimeout(30)
+            received = b""
+            while b"354 " not in received:
+                received += s.recv(4096)
+            print("354 seen", flush=True)
+            time.sleep(2)
+            s.sendall(b"second half\\r\\n.\\r\\nQUIT\\r\\n")
+            while b"221 " not in received:
+                chunk = s.recv(4096)
+                if not chunk: break
+                received += chunk
+            print(received.decode(errors="replace"), flush=True)
+            """
+        let python = try ManagedProcess(name: "slow client", executable: try findExecutable("python3"), arguments: ["-c", client],
+                                        logPath: NSTemporaryDirectory() + "draining-\(UUID().uuidString).log")
+        defer { python.stop() }
+        try await withDeadline(.seconds(20), "the client's 354") {
+            while !python.logTail().contains("354 seen") { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        node.process.signal(SIGTERM)
+        try await withDeadline(.seconds(30), "the client finishing") {
+            while python.isRunning { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        try await withDeadline(.seconds(30), "the node exiting after its last session") {
+            while node.process.isRunning { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        let seen = python.logTail(lines: 100)
+        #expect(seen.contains("250 2.0.0 Ok: queued as "), "the session in progress was let finish: \(seen)")
+        #expect(Loopback.exchange(port: port, request: [], isComplete: { !$0.isEmpty }) == nil, "no longer accepting")
+        let records = try await readRecords(broker, topic: "smarthost.demo", count: 1, timeout: .seconds(60))
+        #expect(records.contains { String(decoding: $0.value, as: UTF8.self).contains("first half\r\nsecond half\r\n") })
+        let events = try await readRecords(broker, topic: "smarthost-events", count: 1, timeout: .seconds(60))
+        #expect(events.count == 1, "its Reception event went out before the producer closed")
+    }
 }
