@@ -1,5 +1,6 @@
 // libFuzzer entry point for the SMTP input path: the command framer, the command parser, the
-// session state machine and the DATA reader, fed the same arbitrary bytes. Built by
+// session state machine, the DATA reader and the client's reply reader, fed the same
+// arbitrary bytes. Built by
 // scripts/fuzz together with Sources/SMTPProtocol (swiftc -sanitize=fuzzer,address); the
 // invariants are checked with preconditions, so a violation is a crash libFuzzer reports.
 
@@ -49,5 +50,18 @@ public func fuzzSMTPInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     var received: [UInt8] = []
     let (used, end) = back.consume(wire, into: &received)
     precondition(used == wire.count && end == .finished(problem: nil), "stuffed data must read back to its end")
+
+    // Replies as a client reads them: progress, bounded lines, codes in range.
+    var replies = ReplyReader(maximumLineOctets: 256, maximumLines: 10)
+    var position = 0
+    while position < input.count {
+        let (consumed, reply) = replies.next(from: input[position...])
+        precondition(consumed > 0 && consumed <= input.count - position, "the reply reader must make progress within its input")
+        position += consumed
+        guard let reply else { continue }
+        guard case .success(let parsed) = reply else { break }  // a protocol error ends the connection
+        precondition((200...599).contains(parsed.code) && parsed.lines.count <= 10)
+        _ = ServerCapabilities(ehlo: parsed)
+    }
     return 0
 }
