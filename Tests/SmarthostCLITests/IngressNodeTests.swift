@@ -14,24 +14,16 @@ struct IngressNodeTests {
         let broker = try await TansuBroker.start()
         defer { broker.stop() }
         let smtpPort = try Loopback.freePort()
-        let adminPort = try Loopback.freePort()
-        let directory = NSTemporaryDirectory() + "ingress-node-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let config = "\(directory)/cluster.yaml"
-        try """
-            node: {id: ingress-test, log_format: json, admin_listen: "127.0.0.1:\(adminPort)"}
-            kafka: {brokers: ["\(broker.bootstrap)"], delivery_timeout: 5s}
-            redis: {address: "127.0.0.1:6379"}
+        let ingress = try IngressProcess.start(broker: broker, name: "ingress-test", yaml: """
             tenants:
               demo: {trusted_networks: [127.0.0.0/8]}
             ingress:
               hostname: mx.test
               listeners:
                 - address: 127.0.0.1:\(smtpPort)
-            """.write(toFile: config, atomically: true, encoding: .utf8)
-
-        let node = try ManagedProcess(name: "smarthost ingress", executable: SmarthostCLITests.binary,
-                                      arguments: ["ingress", "--config", config], logPath: "\(directory)/ingress.log")
+            """)
+        let node = ingress.process
+        let adminPort = ingress.adminPort
         defer { node.stop() }
         try await waitForGreeting(node, port: smtpPort, greeting: "220 mx.test ")
 
@@ -102,22 +94,13 @@ struct IngressNodeTests {
         defer { broker.stop() }
         let certificate = try await TestCertificate.make(commonName: "mx.test")
         let smtpPort = try Loopback.freePort()
-        let directory = NSTemporaryDirectory() + "ingress-tls-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let config = "\(directory)/cluster.yaml"
-        try """
-            node: {id: ingress-tls, admin_listen: "127.0.0.1:\(try Loopback.freePort())"}
-            kafka: {brokers: ["\(broker.bootstrap)"]}
-            redis: {address: "127.0.0.1:6379"}
+        let node = try IngressProcess.start(broker: broker, name: "ingress-tls", yaml: """
             tenants: {demo: {trusted_networks: [127.0.0.0/8]}}
             ingress:
               hostname: mx.test
               listeners:
                 - {address: "127.0.0.1:\(smtpPort)", certificate_file: "\(certificate.certificatePath)", private_key_file: "\(certificate.privateKeyPath)"}
-
-            """.write(toFile: config, atomically: true, encoding: .utf8)
-        let node = try ManagedProcess(name: "smarthost ingress", executable: SmarthostCLITests.binary,
-                                      arguments: ["ingress", "--config", config], logPath: "\(directory)/ingress.log")
+            """).process
         defer { node.stop() }
         try await waitForGreeting(node, port: smtpPort, greeting: "220 mx.test ")
         let swaks = try await runCommand(try findExecutable("swaks"), [
