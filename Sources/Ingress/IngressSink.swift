@@ -49,7 +49,7 @@ public struct IngressSink: MessageSink {
             logger.notice("tenant quota exceeded", metadata: ["tenant": "\(tenantName)", "retry_after": "\(retryAfter)"])
             let seconds = Int((retryAfter / .seconds(1)).rounded(.up))
             return SMTPReply(451, EnhancedStatusCode(4, 7, 1),
-                             "Message rate quota exceeded (\(tenant.messageRate.map(\.description) ?? "\(rate)")), try again in \(seconds) s")
+                             "Message rate quota exceeded (\(rate)), try again in \(seconds) s")
         }
         let now = Date()
         let receivedAt = UInt64(now.timeIntervalSince1970 * 1000)

@@ -22,19 +22,18 @@ extension RedisClient.Configuration {
 public struct TenantQuotas: Sendable {
     public enum Outcome: Sendable, Equatable {
         case admitted
-        case exceeded(GCRARate, retryAfter: Duration)
+        /// Over the tenant's configured `rate`.
+        case exceeded(Rate, retryAfter: Duration)
         case unchecked
     }
 
     private let limiter: SharedRateLimiter
-    private let rates: [String: GCRARate]
+    private let rates: [String: Rate]
     private let logger: Logger
 
     /// nil when no tenant has a quota: Redis is then not needed for ingress.
     public init?(configuration: SmarthostConfiguration, redis: RedisClient, logger: Logger = Logger(label: "smarthost.ingress.quota")) {
-        let rates = configuration.tenants.compactMapValues { tenant in
-            tenant.messageRate.map { GCRARate(count: $0.count, per: $0.per) }
-        }
+        let rates = configuration.tenants.compactMapValues(\.messageRate)
         guard !rates.isEmpty else { return nil }
         self.rates = rates
         self.limiter = SharedRateLimiter(redis: redis, keyPrefix: configuration.redis.keyPrefix)
@@ -46,7 +45,7 @@ public struct TenantQuotas: Sendable {
         guard let rate = rates[tenant] else { return .admitted }
         let outcome: Outcome
         do {
-            switch try await limiter.take("quota:\(tenant)", rate: rate) {
+            switch try await limiter.take("quota:\(tenant)", rate: GCRARate(count: rate.count, per: rate.per)) {
             case .allowed: outcome = .admitted
             case .limited(let retryAfter): outcome = .exceeded(rate, retryAfter: retryAfter)
             }
