@@ -5,10 +5,12 @@
 public struct LoginFailureLimiter: Sendable {
     public let limit: Int
     public let window: Duration
-    /// Entries kept before expired ones are pruned: memory stays bounded under a flood of
-    /// addresses.
+    /// The most addresses tracked: memory stays bounded under a flood of addresses. When that
+    /// many are within their window, a new address is not tracked until one expires.
     private let pruneThreshold: Int
     private var failures: [String: (count: Int, windowStart: ContinuousClock.Instant)] = [:]
+    /// When the oldest tracked window ends: pruning before then would free nothing.
+    private var nextPrune: ContinuousClock.Instant?
 
     public init(limit: Int, window: Duration, pruneThreshold: Int = 10_000) {
         self.limit = limit
@@ -26,7 +28,13 @@ public struct LoginFailureLimiter: Sendable {
         if let entry = failures[client], now - entry.windowStart < window {
             failures[client] = (entry.count + 1, entry.windowStart)
         } else {
-            if failures.count >= pruneThreshold { failures = failures.filter { now - $0.value.windowStart < window } }
+            if failures.count >= pruneThreshold {
+                if nextPrune.map({ now >= $0 }) ?? true {
+                    failures = failures.filter { now - $0.value.windowStart < window }
+                    nextPrune = failures.values.map(\.windowStart).min().map { $0 + window }
+                }
+                guard failures.count < pruneThreshold else { return false }
+            }
             failures[client] = (1, now)
         }
         return isBlocked(client, now: now)

@@ -68,4 +68,16 @@ import Testing
         }
         #expect(limiter.trackedClients <= 160)
     }
+
+    @Test func aFloodWithinOneWindowIsNotTrackedBeyondTheBound() {
+        var limiter = LoginFailureLimiter(limit: 3, window: .seconds(60), pruneThreshold: 100)
+        for index in 0..<1_000 {
+            _ = limiter.recordFailure("198.51.100.\(index)", now: start)
+        }
+        #expect(limiter.trackedClients == 100)
+        for _ in 0..<3 { _ = limiter.recordFailure("198.51.100.5", now: start + .seconds(1)) }
+        #expect(limiter.isBlocked("198.51.100.5", now: start + .seconds(1)), "clients already tracked are still counted")
+        _ = limiter.recordFailure("203.0.113.1", now: start + .seconds(61))
+        #expect(limiter.trackedClients == 1, "once the flood's windows end, they are pruned")
+    }
 }
