@@ -92,7 +92,9 @@ struct RedisClientTests {
     @Test func crashedServerFailsFastAndTheSameClientRecoversAfterRestart() async throws {
         let server = try await RedisServer.start()
         defer { server.stop() }
-        try await withClient(server) { client in
+        // One connection: the second ping must find the connection the first saw closed. With
+        // two, it could land on the other one before its event loop noticed the crash.
+        try await withClient(server, poolSize: 1) { client in
             try await client.set("before", to: "crash")
             #expect(try await client.get("before") == "crash")
 
