@@ -24,6 +24,7 @@ let package = Package(
         .systemLibrary(name: "CRdKafka", pkgConfig: "rdkafka",
                        providers: [.apt(["librdkafka-dev (>= 2.2, or scripts/setup builds it)"])]),
         .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
 
         .target(name: "Kafka", dependencies: [
             "CRdKafka",
@@ -47,6 +48,27 @@ let package = Package(
         .target(name: "SMTPProtocol"),
         // An accepted message as one Kafka record: written by ingress nodes, read by delivery nodes.
         .target(name: "QueueRecord", dependencies: ["SMTPProtocol"]),
+        // A delivery node's durable spool: SQLite in WAL mode, group commit (docs/spool.md).
+        .target(name: "Spool", dependencies: ["CSQLite", "QueueRecord", "SMTPProtocol"]),
+        // SMTP client over SwiftNIO: one outbound connection driving ClientTransaction.
+        .target(name: "SMTPClient", dependencies: [
+            "SMTPProtocol",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // The delivery node: queues, egress pools, routes, connections, outcomes and retries.
+        .target(name: "Delivery", dependencies: [
+            "Events", "Kafka", "QueueRecord", "SMTPClient", "SMTPProtocol", "SmarthostConfig", "Spool",
+            .product(name: "DequeModule", package: "swift-collections"),
+            .product(name: "HeapModule", package: "swift-collections"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
         // The events topic: each step of a message's life as a JSON record.
         .target(name: "Events"),
         // SMTP over SwiftNIO: the connection handler and the listener.
@@ -88,8 +110,9 @@ let package = Package(
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         .executableTarget(name: "smarthost", dependencies: [
-            "Credentials", "Kafka", "Redis", "SmarthostConfig", "Observability", "Ingress", "NodeHTTP",
+            "Credentials", "Delivery", "Kafka", "Spool", "Redis", "SmarthostConfig", "Observability", "Ingress", "NodeHTTP",
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -111,6 +134,14 @@ let package = Package(
         .testTarget(name: "ConfigTests", dependencies: ["SmarthostConfig", "Credentials"]),
         .testTarget(name: "CredentialsTests", dependencies: ["Credentials"]),
         .testTarget(name: "EventsTests", dependencies: ["Events"]),
+        .testTarget(name: "DeliveryTests", dependencies: ["Delivery", "QueueRecord", "SMTPProtocol", "SmarthostConfig", "Spool", "Events"]),
+        .testTarget(name: "SpoolTests", dependencies: ["Spool", "QueueRecord", "SMTPProtocol"]),
+        .testTarget(name: "SMTPClientTests", dependencies: [
+            "SMTPClient", "SMTPProtocol", "TestSupport",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+        ]),
         .testTarget(name: "ThrottleTests", dependencies: ["Throttle", "Redis", "TestSupport"]),
         .testTarget(name: "NodeHTTPTests", dependencies: ["NodeHTTP", "TestSupport"]),
         .testTarget(name: "SMTPProtocolTests", dependencies: ["SMTPProtocol"]),
@@ -125,6 +156,6 @@ let package = Package(
         .testTarget(name: "ObservabilityTests", dependencies: ["Observability", "TestSupport"]),
         .testTarget(name: "TestSupportTests", dependencies: ["TestSupport"]),
         // Runs the built `smarthost` binary as an operator would.
-        .testTarget(name: "SmarthostCLITests", dependencies: ["TestSupport", "Events", "Kafka", "QueueRecord"]),
+        .testTarget(name: "SmarthostCLITests", dependencies: ["TestSupport", "Events", "Kafka", "QueueRecord", "SMTPProtocol"]),
     ]
 )

@@ -40,6 +40,43 @@ public struct MessageEvent: Codable, Sendable, Equatable {
     public var partition: Int32?
     public var offset: Int64?
 
+    // Delivery attempts (Delivery, TransientFailure, Bounce, Expiration): one event per recipient.
+
+    /// The recipient this outcome is about.
+    public var recipient: String?
+    /// The scheduled queue: `tenant/job/domain` (job empty when none).
+    public var queue: String?
+    /// The next hop the attempt went to (`host:port`), the ready queue's site.
+    public var site: String?
+    /// 1 for the first attempt.
+    public var attempt: Int?
+    /// What the server (or, for a connection failure, the delivery node) answered.
+    public var response: Response?
+    /// The server's address (`ip:port`) when a connection was made.
+    public var peer: String?
+    /// The egress pool, and its source address when it has one.
+    public var pool: String?
+    public var source: String?
+    /// When the ingress node accepted the message (milliseconds since the epoch).
+    public var receivedAt: Int64?
+    /// TransientFailure: when the next attempt is due.
+    public var nextAttemptAt: Int64?
+    /// Whether the attempt's connection used TLS.
+    public var tls: Bool?
+
+    public struct Response: Codable, Sendable, Equatable {
+        public var code: Int
+        /// The enhanced status code (RFC 3463), such as `5.1.1`, when the server gave one.
+        public var enhanced: String?
+        public var text: String
+
+        public init(code: Int, enhanced: String?, text: String) {
+            self.code = code
+            self.enhanced = enhanced
+            self.text = text
+        }
+    }
+
     public init(type: Kind, id: String, tenant: String, time: Int64, node: String, sender: String? = nil,
                 recipients: [String]? = nil, size: Int? = nil, job: String? = nil, client: String? = nil,
                 topic: String? = nil, partition: Int32? = nil, offset: Int64? = nil) {

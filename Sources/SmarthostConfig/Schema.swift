@@ -274,7 +274,7 @@ extension SchemaReader {
             duration($0, $1, .seconds(1) ... .seconds(7 * 86_400))
         } ?? trafficClass.maxRetryInterval
         trafficClass.expiry = optional(fields, "expiry") {
-            duration($0, $1, .seconds(60) ... .seconds(30 * 86_400))
+            duration($0, $1, .seconds(1) ... .seconds(30 * 86_400))
         } ?? trafficClass.expiry
         guard diagnostics.count == before else { return nil }
         if trafficClass.maxRetryInterval < trafficClass.firstRetry {
@@ -408,7 +408,11 @@ extension SchemaReader {
     }
 
     private func delivery(_ node: Node, _ path: KeyPath) -> Configuration.DeliverySettings? {
-        guard let fields = fields(node, path, known: ["default_next_hop", "max_messages_per_connection"]) else {
+        let before = diagnostics.count
+        guard let fields = fields(node, path, known: [
+            "default_next_hop", "max_messages_per_connection", "max_connections_per_site", "ready_queue_size",
+            "connect_timeout", "command_timeout", "tls", "event_log_max_size", "event_log_keep",
+        ]) else {
             return nil
         }
         var settings = Configuration.DeliverySettings()
@@ -416,7 +420,20 @@ extension SchemaReader {
         settings.maxMessagesPerConnection = optional(fields, "max_messages_per_connection") {
             integer($0, $1, 1...10_000)
         } ?? settings.maxMessagesPerConnection
-        return settings
+        settings.maxConnectionsPerSite = optional(fields, "max_connections_per_site") { integer($0, $1, 1...1_000) }
+            ?? settings.maxConnectionsPerSite
+        settings.readyQueueSize = optional(fields, "ready_queue_size") { integer($0, $1, 1...100_000) }
+            ?? settings.readyQueueSize
+        settings.connectTimeout = optional(fields, "connect_timeout") { duration($0, $1, .milliseconds(100) ... .seconds(300)) }
+            ?? settings.connectTimeout
+        settings.commandTimeout = optional(fields, "command_timeout") { duration($0, $1, .milliseconds(100) ... .seconds(3_600)) }
+            ?? settings.commandTimeout
+        settings.tls = optional(fields, "tls", choice) ?? settings.tls
+        settings.eventLogMaxSize = optional(fields, "event_log_max_size") {
+            byteSize($0, $1, .kibibytes(64) ... .gibibytes(16))
+        } ?? settings.eventLogMaxSize
+        settings.eventLogKeep = optional(fields, "event_log_keep") { integer($0, $1, 1...1_000) } ?? settings.eventLogKeep
+        return diagnostics.count == before ? settings : nil
     }
 
     private func ingress(_ node: Node, _ path: KeyPath) -> Configuration.IngressSettings? {

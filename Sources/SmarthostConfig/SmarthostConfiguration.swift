@@ -257,11 +257,30 @@ extension SmarthostConfiguration {
         public var defaultNextHop: HostPort?
         /// Messages sent over one SMTP connection before it is closed.
         public var maxMessagesPerConnection: Int
+        /// Connections one delivery node opens at most to one site (next hop) from one pool.
+        public var maxConnectionsPerSite = 16
+        /// Messages waiting in one ready queue (per pool and site) before the scheduler stops
+        /// moving more from the scheduled queues: the rest wait there, ordered by due time.
+        public var readyQueueSize = 1_000
+        public var connectTimeout: Duration = .seconds(30)
+        /// How long to wait for each reply; the DATA stages get RFC 5321's longer minimums
+        /// when this is longer than them.
+        public var commandTimeout: Duration = .seconds(300)
+        /// STARTTLS towards next hops without a route that says `require_tls`.
+        public var tls: TLSMode = .opportunistic
+        /// The local event log (`events.jsonl` under the spool directory) rotates at this size...
+        public var eventLogMaxSize: ByteSize = .mebibytes(64)
+        /// ...keeping this many rotated files.
+        public var eventLogKeep = 10
 
         public init(defaultNextHop: HostPort? = nil, maxMessagesPerConnection: Int = 100) {
             self.defaultNextHop = defaultNextHop
             self.maxMessagesPerConnection = maxMessagesPerConnection
         }
+    }
+
+    public enum TLSMode: String, Sendable, CaseIterable {
+        case opportunistic, disabled
     }
 
     /// What an ingress node listens on and how it names itself.

@@ -1,21 +1,24 @@
 import ArgumentParser
 import Credentials
+import Delivery
 import Foundation
 import Ingress
 import Kafka
 import Logging
 import NodeHTTP
 import Observability
+import Prometheus
 import Redis
 import ServiceLifecycle
 import SmarthostConfig
+import Spool
 
 @main
 struct Smarthost: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "smarthost",
         abstract: "A node of the smarthost cluster, and the tools to prepare one.",
-        subcommands: [IngressCommand.self, CheckConfig.self, Topics.self, HashPassword.self, Version.self])
+        subcommands: [IngressCommand.self, DeliveryCommand.self, CheckConfig.self, Topics.self, HashPassword.self, Version.self])
 }
 
 /// `--config FILE`, loaded and validated; a bad file stops the command with every error in it.
@@ -33,6 +36,14 @@ struct ConfigFileOption: ParsableArguments {
     }
 }
 
+/// Checks the linked librdkafka, then sets up logs and metrics as the configuration says.
+func startObservability(_ configuration: SmarthostConfiguration) throws -> PrometheusCollectorRegistry {
+    try LibraryVersion.check()
+    return Observability.bootstrap(level: Logger.Level(rawValue: configuration.node.logLevel.rawValue) ?? .info,
+                                   format: LogFormat(rawValue: configuration.node.logFormat.rawValue) ?? .json,
+                                   nodeID: configuration.node.id)
+}
+
 struct IngressCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ingress",
@@ -46,10 +57,7 @@ struct IngressCommand: AsyncParsableCommand {
             printError("\(file.config): ingress.listeners: an ingress node needs at least one listener")
             throw ExitCode(2)
         }
-        try LibraryVersion.check()
-        let registry = Observability.bootstrap(level: Logger.Level(rawValue: configuration.node.logLevel.rawValue) ?? .info,
-                                               format: LogFormat(rawValue: configuration.node.logFormat.rawValue) ?? .json,
-                                               nodeID: configuration.node.id)
+        let registry = try startObservability(configuration)
         let logger = Logger(label: "smarthost.ingress")
         let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(configuration.kafka, clientID: configuration.node.id))
         let hostname = configuration.ingress.hostname ?? configuration.node.id
@@ -76,6 +84,60 @@ struct IngressCommand: AsyncParsableCommand {
             services: [.init(service: producer), .init(service: redis), .init(service: kafka), .init(service: node)],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
+        try? await http.close()
+    }
+}
+
+struct DeliveryCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "delivery",
+        abstract: "Run a delivery node: consume the tenant topics into the spool and deliver by SMTP.")
+
+    @OptionGroup var file: ConfigFileOption
+
+    func run() async throws {
+        let configuration = try file.load()
+        let registry = try startObservability(configuration)
+        let logger = Logger(label: "smarthost.delivery")
+        let spool: Spool
+        do {
+            spool = try Spool.open(directory: configuration.node.spoolDirectory)
+        } catch {
+            printError("\(file.config): node.spool_dir: \(error)")
+            throw ExitCode(2)
+        }
+        let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(configuration.kafka, clientID: configuration.node.id))
+        let events = try EventPublisher(producer: producer, topic: configuration.kafka.eventsTopic,
+                                        directory: configuration.node.spoolDirectory,
+                                        maximumSize: configuration.delivery.eventLogMaxSize.bytes, keep: configuration.delivery.eventLogKeep)
+        var consumerConfiguration = KafkaConsumerConfiguration(
+            bootstrapServers: configuration.kafka.brokers.map(\.description), groupID: configuration.kafka.consumerGroup,
+            topics: [configuration.kafka.tenantTopicPattern])
+        consumerConfiguration.clientID = configuration.node.id
+        consumerConfiguration.sessionTimeout = configuration.kafka.sessionTimeout
+        consumerConfiguration.metadataRefresh = configuration.kafka.metadataRefresh
+        consumerConfiguration.maxRecordSize = configuration.kafka.maxRecordSize.bytes
+        consumerConfiguration.extraOptions = configuration.kafka.clientOptions
+        let consumer = try KafkaConsumer(configuration: consumerConfiguration)
+        let manager = QueueManager(settings: QueueManager.Settings(configuration: configuration), spool: spool, events: events,
+                                   resolver: StaticRoutes(configuration: configuration))
+        let node = DeliveryNode(consumer: consumer, spool: spool, manager: manager, events: events)
+        let kafka = try KafkaReachability(bootstrapServers: configuration.kafka.brokers.map(\.description))
+        let http = try await NodeHTTPServer.bind(
+            host: configuration.node.adminListen.host, port: configuration.node.adminListen.port,
+            endpoints: NodeEndpoints(notReadyReason: { kafka.unreachableReason },
+                                     metrics: { Observability.prometheusText(registry) }))
+        logger.notice("delivery node starting", metadata: [
+            "spool": "\(configuration.node.spoolDirectory)", "topics": "\(configuration.kafka.tenantTopicPattern)",
+            "admin": "\(configuration.node.adminListen)",
+        ])
+        // Shut down in reverse order: the node stops consuming and delivering, then the
+        // consumer commits and leaves the group, then the producer flushes the last events.
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: producer), .init(service: consumer), .init(service: kafka), .init(service: node)],
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+        spool.close()
         try? await http.close()
     }
 }

@@ -68,7 +68,7 @@ struct LoadBalancedIngressTests {
 
     /// What smtp-source sends for one message with the same options, as a bare smtp-sink saw
     /// it (smtp-sink's own trace lines removed), Date and Message-Id normalised.
-    func referenceMessage() async throws -> [UInt8] {
+    func referenceMessage(subject: String = "load balanced") async throws -> [UInt8] {
         let directory = NSTemporaryDirectory() + "sink-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         chmod(directory, 0o777)
@@ -79,7 +79,7 @@ struct LoadBalancedIngressTests {
         defer { sink.stop() }
         try await waitForGreeting(sink, port: port, greeting: "220 ")
         let source = try await runCommand(try findExecutable("smtp-source"), [
-            "-m", "1", "-s", "1", "-l", "2048", "-f", "app@demo.test", "-t", "someone@example.com", "-S", "load balanced", "127.0.0.1:\(port)"])
+            "-m", "1", "-s", "1", "-l", "2048", "-f", "app@demo.test", "-t", "someone@example.com", "-S", subject, "127.0.0.1:\(port)"])
         #expect(source.status == 0, "\(source.errors)")
         let file = try await withDeadline(.seconds(10), "smtp-sink's dump") {
             while true {

@@ -1,0 +1,142 @@
+import Kafka
+import Logging
+import Metrics
+import QueueRecord
+import ServiceLifecycle
+import SmarthostConfig
+import Spool
+
+/// A delivery node as a ServiceLifecycle service: it reloads its spool, then consumes every
+/// tenant topic into the spool (offsets committed only once the spool has fsynced the
+/// records) and keeps the queues moving until a graceful shutdown.
+public final class DeliveryNode: Service, Sendable {
+    private let consumer: KafkaConsumer
+    private let spool: Spool
+    public let manager: QueueManager
+    private let events: EventPublisher
+    private let shutdownGrace: Duration
+    private let logger: Logger
+    private let quarantined = Counter(label: "smarthost_delivery_records_quarantined_total")
+    private let duplicates = Counter(label: "smarthost_delivery_records_duplicate_total")
+
+    public init(consumer: KafkaConsumer, spool: Spool, manager: QueueManager, events: EventPublisher,
+                shutdownGrace: Duration = .seconds(30), logger: Logger = Logger(label: "smarthost.delivery")) {
+        self.consumer = consumer
+        self.spool = spool
+        self.manager = manager
+        self.events = events
+        self.shutdownGrace = shutdownGrace
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        try await recover()
+        await withGracefulShutdownHandler {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await self.consume() }
+                group.addTask { await self.pumpUntilCancelled() }
+                await group.next()
+                group.cancelAll()
+            }
+        } onGracefulShutdown: {
+            Task { await self.consumer.close() }
+        }
+        await manager.stop()
+        // Connections finish the message they are sending; the rest stays spooled.
+        let deadline = ContinuousClock.now + shutdownGrace
+        var open = await manager.openConnections
+        while open > 0, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(50))
+            open = await manager.openConnections
+        }
+        logger.notice("delivery stopped", metadata: ["connections_cut": "\(open)"])
+    }
+
+    /// Every unfinished message of the spool back in its queue, as it was scheduled.
+    private func recover() async throws {
+        var batch: [SpooledMessage] = []
+        var total = 0
+        try spool.forEach { message in
+            batch.append(message)
+            total += 1
+        }
+        for start in stride(from: 0, to: batch.count, by: 10_000) {
+            await manager.enqueue(Array(batch[start..<min(start + 10_000, batch.count)]))
+        }
+        logger.notice("spool recovered", metadata: ["messages": "\(total)"])
+    }
+
+    private func pumpUntilCancelled() async {
+        while !Task.isCancelled {
+            await manager.pump()
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    /// Kafka → spool → queues. A record is marked done (its offset committable) only after the
+    /// spool has fsynced it, or kept it in quarantine when it is not a valid message.
+    private func consume() async {
+        while true {
+            let records = await consumer.nextBatch(max: 512)
+            if records.isEmpty { return }
+            var messages: [(AcceptedMessage, SpoolPosition?)] = []
+            var invalid: [(ConsumedRecord, String)] = []
+            for record in records {
+                do {
+                    let message = try AcceptedMessage(key: record.key, headers: record.headers.map { ($0.name, $0.value) },
+                                                      value: record.value)
+                    messages.append((message, SpoolPosition(topic: record.topic, partition: record.partition, offset: record.offset)))
+                } catch {
+                    invalid.append((record, error.description))
+                }
+            }
+            // Cancelled while the spool refused the batch: nothing marked done, Kafka redelivers it.
+            guard let inserted = await persist(messages, invalid: invalid) else { return }
+            for record in records { consumer.markDone(record) }
+            var fresh: [SpooledMessage] = []
+            for ((message, position), isNew) in zip(messages, inserted) {
+                if isNew {
+                    fresh.append(SpooledMessage(message, position: position))
+                } else {
+                    duplicates.increment()
+                }
+            }
+            await manager.enqueue(fresh)
+        }
+    }
+
+    /// Spools the batch (one group commit) and quarantines the invalid records; retries until
+    /// the spool takes them (nil if cancelled first), since a record not in the spool must not
+    /// be marked done.
+    private func persist(_ messages: [(AcceptedMessage, SpoolPosition?)], invalid: [(ConsumedRecord, String)]) async -> [Bool]? {
+        var delay = Duration.milliseconds(100)
+        while !Task.isCancelled {
+            do {
+                for (record, reason) in invalid {
+                    try await spool.quarantine(topic: record.topic, partition: record.partition, offset: record.offset,
+                                               reason: reason, key: record.key, value: record.value)
+                    quarantined.increment()
+                    logger.error("invalid record kept in the spool's quarantine", metadata: [
+                        "topic": "\(record.topic)", "partition": "\(record.partition)", "offset": "\(record.offset)", "reason": "\(reason)",
+                    ])
+                }
+                return messages.isEmpty ? [] : try await spool.insert(messages)
+            } catch {
+                logger.error("spool write failed; retrying before any offset is committed", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(5))
+            }
+        }
+        return nil
+    }
+}
+
+extension SpooledMessage {
+    /// A message just spooled from its Kafka record: no attempt yet, due now.
+    init(_ message: AcceptedMessage, position: SpoolPosition?) {
+        self.init(id: message.id, tenant: message.tenant, sender: message.sender, pendingRecipients: message.recipients,
+                  receivedAt: message.receivedAt, job: message.job, lane: message.lane, trafficClass: message.trafficClass,
+                  smtputf8: message.smtputf8, eightBit: message.eightBit, size: message.content.count, attempts: 0,
+                  nextAttemptAt: 0, spooledAt: MessageID.currentMilliseconds(), position: position)
+    }
+}

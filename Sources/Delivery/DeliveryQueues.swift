@@ -1,0 +1,226 @@
+import DequeModule
+import HeapModule
+import QueueRecord
+import SMTPProtocol
+
+/// The queues of one delivery node, as pure state (no I/O, no clock: callers pass `now`), in
+/// the KumoMTA/PowerMTA model (docs/architecture.md):
+///
+/// - **scheduled queues**, one per (tenant, job, domain), each ordered by due time;
+/// - **ready queues**, one per (egress pool, site), bounded, one FIFO per lane, feeding
+///   that site's connections;
+/// - **in flight**: taken by a connection, outcome not yet recorded;
+/// - **held**: no route (or, later, suspended), with the reason;
+/// - **limbo**: an entry whose outcome could not be recorded (a spool error), with the error.
+///
+/// Every entry is in exactly one of them, so every queued message can be enumerated. An
+/// empty scheduled or ready queue is removed in the same step that emptied it, and
+/// recreated by the next insert: there is no moment when an entry is in no queue.
+public struct DeliveryQueues: Sendable {
+    public struct Counts: Sendable, Equatable {
+        public var scheduled = 0
+        public var ready = 0
+        public var inFlight = 0
+        public var held = 0
+        public var limbo = 0
+        public var scheduledQueues = 0
+        public var readyQueues = 0
+
+        public var total: Int { scheduled + ready + inFlight + held + limbo }
+    }
+
+    /// Why an entry is in the held set or in limbo.
+    public struct Parked: Sendable, Equatable {
+        /// In limbo: the recipients still to deliver (possibly none).
+        public var entry: QueueEntry
+        public var reason: String
+        public var since: UInt64
+        /// In limbo: recipients that reached a final outcome the spool does not know yet.
+        public var unrecordedFinals: [Mailbox] = []
+
+        public init(entry: QueueEntry, reason: String, since: UInt64, unrecordedFinals: [Mailbox] = []) {
+            self.entry = entry
+            self.reason = reason
+            self.since = since
+            self.unrecordedFinals = unrecordedFinals
+        }
+    }
+
+    private struct Scheduled: Comparable, Sendable {
+        var entry: QueueEntry
+        var sequence: UInt64
+
+        static func < (a: Self, b: Self) -> Bool {
+            (a.entry.dueAt, a.sequence) < (b.entry.dueAt, b.sequence)
+        }
+        static func == (a: Self, b: Self) -> Bool { a.sequence == b.sequence }
+    }
+
+    private struct ReadyQueue: Sendable {
+        var lanes: [Deque<QueueEntry>] = Array(repeating: [], count: AcceptedMessage.Lane.allCases.count)
+        var count = 0
+
+        mutating func append(_ entry: QueueEntry) {
+            lanes[Self.index(entry.lane)].append(entry)
+            count += 1
+        }
+
+        /// Highest lane first: a transactional message waits behind at most the connections'
+        /// current messages, never behind a bulk backlog.
+        mutating func popFirst() -> QueueEntry? {
+            for index in lanes.indices where !lanes[index].isEmpty {
+                count -= 1
+                return lanes[index].removeFirst()
+            }
+            return nil
+        }
+
+        static func index(_ lane: AcceptedMessage.Lane) -> Int {
+            switch lane {
+            case .high: 0
+            case .normal: 1
+            case .low: 2
+            }
+        }
+    }
+
+    public let readyQueueSize: Int
+    private var scheduled: [ScheduledQueueName: Heap<Scheduled>] = [:]
+    private var ready: [SiteKey: ReadyQueue] = [:]
+    private var inFlight: [QueueEntry.Key: QueueEntry] = [:]
+    private var held: [QueueEntry.Key: Parked] = [:]
+    private var limbo: [QueueEntry.Key: Parked] = [:]
+    private var sequence: UInt64 = 0
+    public private(set) var counts = Counts()
+
+    public init(readyQueueSize: Int) {
+        precondition(readyQueueSize > 0)
+        self.readyQueueSize = readyQueueSize
+    }
+
+    /// Puts an entry in its scheduled queue, due at `entry.dueAt`.
+    public mutating func schedule(_ entry: QueueEntry) {
+        sequence += 1
+        let item = Scheduled(entry: entry, sequence: sequence)
+        if scheduled[entry.queue]?.insert(item) == nil {
+            scheduled[entry.queue] = Heap([item])
+            counts.scheduledQueues += 1
+        }
+        counts.scheduled += 1
+    }
+
+    /// Moves entries whose time has come from their scheduled queues to the ready queue of
+    /// their site, as long as it has room; entries without a route go to the held set.
+    /// Returns how many entries moved.
+    @discardableResult
+    public mutating func promote(now: UInt64, pool: (QueueEntry) -> String = \.pool,
+                                 route: (String) -> RouteDecision) -> Int {
+        var moved = 0
+        for name in Array(scheduled.keys) {
+            // The route depends only on the domain, the same for the whole queue.
+            let decision = route(name.domain)
+            entries: while let head = scheduled[name]?.min, head.entry.dueAt <= now {
+                switch decision {
+                case .hold(let reason):
+                    popScheduled(name)
+                    held[head.entry.key] = Parked(entry: head.entry, reason: reason, since: now)
+                    counts.held += 1
+                case .nextHop(let hop):
+                    let site = SiteKey(pool: pool(head.entry), site: hop)
+                    guard (ready[site]?.count ?? 0) < readyQueueSize else { break entries }
+                    popScheduled(name)
+                    if ready[site] == nil { counts.readyQueues += 1 }
+                    ready[site, default: ReadyQueue()].append(head.entry)
+                    counts.ready += 1
+                }
+                moved += 1
+            }
+        }
+        return moved
+    }
+
+    private mutating func popScheduled(_ name: ScheduledQueueName) {
+        _ = scheduled[name]?.removeMin()
+        counts.scheduled -= 1
+        if scheduled[name]?.isEmpty == true {
+            scheduled[name] = nil
+            counts.scheduledQueues -= 1
+        }
+    }
+
+    /// Ready queues with entries waiting, and how many.
+    public var readySites: [(site: SiteKey, waiting: Int)] {
+        ready.map { ($0.key, $0.value.count) }
+    }
+
+    /// The next entry for a connection to `site`, now in flight.
+    public mutating func take(from site: SiteKey) -> QueueEntry? {
+        guard let entry = ready[site]?.popFirst() else { return nil }
+        if ready[site]?.count == 0 {
+            ready[site] = nil
+            counts.readyQueues -= 1
+        }
+        counts.ready -= 1
+        inFlight[entry.key] = entry
+        counts.inFlight += 1
+        return entry
+    }
+
+    /// Every entry waiting for `site`, now in flight: a connection to the site failed, and
+    /// they share its fate.
+    public mutating func takeAll(from site: SiteKey) -> [QueueEntry] {
+        var taken: [QueueEntry] = []
+        while let entry = take(from: site) { taken.append(entry) }
+        return taken
+    }
+
+    /// Ends an entry's flight: the caller recorded its outcome and reschedules it if needed.
+    @discardableResult
+    public mutating func land(_ key: QueueEntry.Key) -> QueueEntry? {
+        guard let entry = inFlight.removeValue(forKey: key) else { return nil }
+        counts.inFlight -= 1
+        return entry
+    }
+
+    /// An in-flight entry whose outcome could not be recorded goes to limbo, with the error,
+    /// where the node can list it and retry it (never only a log line).
+    public mutating func moveToLimbo(_ key: QueueEntry.Key, replacing entry: QueueEntry, unrecordedFinals: [Mailbox],
+                                     error: String, now: UInt64) {
+        land(key)
+        let parked = Parked(entry: entry, reason: error, since: now, unrecordedFinals: unrecordedFinals)
+        if limbo.updateValue(parked, forKey: key) == nil { counts.limbo += 1 }
+    }
+
+    /// Takes entries out of limbo for another attempt at recording them.
+    public mutating func takeLimbo() -> [Parked] {
+        defer {
+            limbo.removeAll()
+            counts.limbo = 0
+        }
+        return Array(limbo.values)
+    }
+
+    /// Held entries go back to their scheduled queues, due at `now` (after a configuration
+    /// change brings a route, for example).
+    public mutating func releaseHeld(now: UInt64) {
+        for parked in held.values {
+            var entry = parked.entry
+            entry.dueAt = now
+            schedule(entry)
+        }
+        held.removeAll()
+        counts.held = 0
+    }
+
+    /// Every entry, with where it is: for views, the reconciler and tests.
+    public func forEachEntry(_ body: (QueueEntry, _ state: String) -> Void) {
+        for heap in scheduled.values { for item in heap.unordered { body(item.entry, "scheduled") } }
+        for queue in ready.values { for lane in queue.lanes { for entry in lane { body(entry, "ready") } } }
+        for entry in inFlight.values { body(entry, "in-flight") }
+        for parked in held.values { body(parked.entry, "held") }
+        for parked in limbo.values { body(parked.entry, "limbo") }
+    }
+
+    public var heldEntries: [Parked] { Array(held.values) }
+    public var limboEntries: [Parked] { Array(limbo.values) }
+}

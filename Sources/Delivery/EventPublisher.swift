@@ -1,0 +1,116 @@
+import Events
+import Foundation
+import Kafka
+import Logging
+import Metrics
+import Synchronization
+
+/// Writes a delivery node's events to the events topic (key: the message id) and to a local
+/// JSONL file that rotates by size, so that an operator has the node's own record even when
+/// Kafka is unreachable.
+public final class EventPublisher: Sendable {
+    private struct LogFile {
+        var descriptor: Int32
+        var size: Int
+    }
+
+    private let producer: KafkaProducer?
+    private let topic: String
+    private let path: String
+    private let maximumSize: Int
+    private let keep: Int
+    private let file: Mutex<LogFile?>
+    private let inFlight = Atomic<Int>(0)
+    private let logger: Logger
+    private let failures = Counter(label: "smarthost_events_publish_failures_total")
+
+    /// Opens (appending) `directory/events.jsonl`.
+    public init(producer: KafkaProducer?, topic: String, directory: String, maximumSize: Int, keep: Int,
+                logger: Logger = Logger(label: "smarthost.events")) throws {
+        self.producer = producer
+        self.topic = topic
+        path = directory + "/events.jsonl"
+        self.maximumSize = maximumSize
+        self.keep = keep
+        self.logger = logger
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        file = Mutex(try Self.open(path))
+    }
+
+    deinit {
+        file.withLock { if let descriptor = $0?.descriptor { close(descriptor) } }
+    }
+
+    /// Events sent to Kafka whose acknowledgement has not come yet.
+    public var pending: Int { inFlight.load(ordering: .relaxed) }
+
+    public func publish(_ events: [MessageEvent]) {
+        guard !events.isEmpty else { return }
+        var lines: [UInt8] = []
+        let encoded = events.map(\.json)
+        for json in encoded {
+            lines += json
+            lines.append(10)
+        }
+        append(lines)
+        guard let producer else { return }
+        for (event, json) in zip(events, encoded) {
+            inFlight.add(1, ordering: .relaxed)
+            let record = OutgoingRecord(topic: topic, key: Array(event.id.utf8), value: json)
+            Task { [self] in
+                defer { inFlight.subtract(1, ordering: .relaxed) }
+                do {
+                    _ = try await producer.send(record)
+                } catch {
+                    failures.increment()
+                    logger.warning("event not published to Kafka (it is in the local event log)",
+                                   metadata: ["id": "\(event.id)", "type": "\(event.type.rawValue)", "error": "\(error)"])
+                }
+            }
+        }
+    }
+
+    private func append(_ bytes: [UInt8]) {
+        file.withLock { file in
+            if file == nil { file = try? Self.open(path) }
+            guard var current = file else { return }
+            let written = bytes.withUnsafeBytes { Glibc.write(current.descriptor, $0.baseAddress, $0.count) }
+            if written < 0 {
+                failures.increment()
+                return
+            }
+            current.size += written
+            if current.size >= maximumSize {
+                close(current.descriptor)
+                rotate()
+                file = try? Self.open(path)
+            } else {
+                file = current
+            }
+        }
+    }
+
+    /// events.jsonl → events.jsonl.1 → … → events.jsonl.KEEP (dropped).
+    private func rotate() {
+        let manager = FileManager.default
+        try? manager.removeItem(atPath: "\(path).\(keep)")
+        for index in stride(from: keep - 1, through: 1, by: -1) where manager.fileExists(atPath: "\(path).\(index)") {
+            try? manager.moveItem(atPath: "\(path).\(index)", toPath: "\(path).\(index + 1)")
+        }
+        try? manager.moveItem(atPath: path, toPath: "\(path).1")
+    }
+
+    private static func open(_ path: String) throws -> LogFile {
+        let descriptor = Glibc.open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else {
+            throw EventLogError(description: "cannot open the event log \(path): \(String(cString: strerror(errno)))")
+        }
+        var status = stat()
+        fstat(descriptor, &status)
+        return LogFile(descriptor: descriptor, size: Int(status.st_size))
+    }
+}
+
+public struct EventLogError: Error, CustomStringConvertible {
+    public let description: String
+}

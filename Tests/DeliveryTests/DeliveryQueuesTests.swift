@@ -1,0 +1,119 @@
+import Delivery
+import QueueRecord
+import SMTPProtocol
+import SmarthostConfig
+import Testing
+
+func entry(_ number: Int, domain: String = "example.com", tenant: String = "acme", job: String? = nil,
+           lane: AcceptedMessage.Lane = .normal, dueAt: UInt64 = 0, pool: String = "default") -> QueueEntry {
+    let id = MessageID.generate(milliseconds: 1_800_000_000_000 + UInt64(number))
+    return QueueEntry(id: id, tenant: tenant, job: job, domain: domain, sender: Mailbox(localPart: "app", domain: "acme.test"),
+                      recipients: [Mailbox(localPart: "user\(number)", domain: domain)], pool: pool, lane: lane,
+                      trafficClass: "bulk", size: 100, eightBit: false, smtputf8: false, receivedAt: 0, attempts: 0, dueAt: dueAt)
+}
+
+let sink = NextHop(host: "127.0.0.1", port: 2526)
+let everythingToSink: @Sendable (String) -> RouteDecision = { _ in .nextHop(sink) }
+
+@Suite struct DeliveryQueuesTests {
+    @Test func entriesMoveFromScheduledToReadyWhenDueAndBounded() {
+        var queues = DeliveryQueues(readyQueueSize: 3)
+        for number in 0..<5 { queues.schedule(entry(number, dueAt: 100)) }
+        queues.schedule(entry(9, dueAt: 500))
+        #expect(queues.promote(now: 50, route: everythingToSink) == 0)
+        #expect(queues.promote(now: 100, route: everythingToSink) == 3)
+        #expect(queues.counts.ready == 3 && queues.counts.scheduled == 3)
+        let site = SiteKey(pool: "default", site: sink)
+        #expect(queues.take(from: site) != nil)
+        #expect(queues.promote(now: 100, route: everythingToSink) == 1)
+        #expect(queues.counts.ready == 3 && queues.counts.inFlight == 1 && queues.counts.scheduled == 2)
+        #expect(queues.counts.total == 6)
+    }
+
+    @Test func dueOrderWithinAScheduledQueue() {
+        var queues = DeliveryQueues(readyQueueSize: 10)
+        let late = entry(1, dueAt: 300), early = entry(2, dueAt: 100), middle = entry(3, dueAt: 200)
+        for item in [late, early, middle] { queues.schedule(item) }
+        queues.promote(now: 1_000, route: everythingToSink)
+        let site = SiteKey(pool: "default", site: sink)
+        #expect([queues.take(from: site), queues.take(from: site), queues.take(from: site)].map { $0?.id } == [early.id, middle.id, late.id])
+    }
+
+    @Test func higherLanesLeaveTheReadyQueueFirst() {
+        var queues = DeliveryQueues(readyQueueSize: 100)
+        for number in 0..<20 { queues.schedule(entry(number, lane: .low)) }
+        queues.schedule(entry(50, lane: .normal))
+        queues.schedule(entry(60, lane: .high))
+        queues.promote(now: 0, route: everythingToSink)
+        let site = SiteKey(pool: "default", site: sink)
+        #expect(queues.take(from: site)?.lane == .high)
+        #expect(queues.take(from: site)?.lane == .normal)
+        #expect(queues.take(from: site)?.lane == .low)
+    }
+
+    @Test func emptyQueuesAreReapedAndRecreatedWithoutLosingEntries() {
+        var queues = DeliveryQueues(readyQueueSize: 100)
+        for domain in ["a.test", "b.test", "c.test"] { queues.schedule(entry(1, domain: domain)) }
+        #expect(queues.counts.scheduledQueues == 3)
+        queues.promote(now: 0, route: everythingToSink)
+        #expect(queues.counts.scheduledQueues == 0 && queues.counts.readyQueues == 1)
+        let site = SiteKey(pool: "default", site: sink)
+        let taken = queues.takeAll(from: site)
+        #expect(taken.count == 3 && queues.counts.readyQueues == 0 && queues.counts.inFlight == 3)
+        // A retry goes back into a queue that was reaped: it is recreated.
+        var retry = taken[0]
+        queues.land(retry.key)
+        retry.dueAt = 10
+        queues.schedule(retry)
+        #expect(queues.counts.scheduledQueues == 1 && queues.counts.total == 3)
+        var states: [String] = []
+        queues.forEachEntry { _, state in states.append(state) }
+        #expect(states.sorted() == ["in-flight", "in-flight", "scheduled"])
+    }
+
+    @Test func unroutableEntriesAreHeldWithTheReasonAndReleased() {
+        var queues = DeliveryQueues(readyQueueSize: 10)
+        queues.schedule(entry(1, domain: "nowhere.test"))
+        queues.promote(now: 0) { _ in .hold(reason: "no route") }
+        #expect(queues.counts.held == 1 && queues.heldEntries.first?.reason == "no route")
+        queues.releaseHeld(now: 5)
+        #expect(queues.counts.held == 0 && queues.counts.scheduled == 1)
+        queues.promote(now: 5, route: everythingToSink)
+        #expect(queues.counts.ready == 1)
+    }
+
+    @Test func limboKeepsTheEntryTheErrorAndTheUnrecordedFinals() {
+        var queues = DeliveryQueues(readyQueueSize: 10)
+        queues.schedule(entry(1))
+        queues.promote(now: 0, route: everythingToSink)
+        let taken = queues.take(from: SiteKey(pool: "default", site: sink))!
+        queues.moveToLimbo(taken.key, replacing: taken, unrecordedFinals: taken.recipients, error: "disk I/O error", now: 7)
+        #expect(queues.counts.inFlight == 0 && queues.counts.limbo == 1)
+        #expect(queues.limboEntries == [DeliveryQueues.Parked(entry: taken, reason: "disk I/O error", since: 7, unrecordedFinals: taken.recipients)])
+        #expect(queues.takeLimbo().count == 1 && queues.counts.limbo == 0)
+    }
+
+    @Test func poolsSeparateReadyQueues() {
+        var queues = DeliveryQueues(readyQueueSize: 10)
+        queues.schedule(entry(1, pool: "shared"))
+        queues.schedule(entry(2, pool: "dedicated"))
+        queues.promote(now: 0, route: everythingToSink)
+        #expect(Set(queues.readySites.map(\.site.pool)) == ["shared", "dedicated"])
+    }
+}
+
+@Suite struct RetryScheduleTests {
+    let schedule = RetrySchedule(SmarthostConfiguration.TrafficClass(
+        name: "t", firstRetry: .seconds(60), retryMultiplier: 2, maxRetryInterval: .seconds(600), expiry: .seconds(3_600)))
+
+    @Test func delaysGrowByTheMultiplierUpToTheCap() {
+        #expect((1...6).map { schedule.delay(afterAttempt: $0) } == [60_000, 120_000, 240_000, 480_000, 600_000, 600_000])
+        #expect(schedule.delay(afterAttempt: 10_000) == 600_000)
+    }
+
+    @Test func expiresWhenTheNextAttemptWouldBeTooLate() {
+        #expect(schedule.decide(afterAttempt: 1, now: 1_000, receivedAt: 1_000) == .retry(at: 61_000))
+        #expect(schedule.decide(afterAttempt: 5, now: 3_500_000, receivedAt: 0) == .expire)
+        #expect(schedule.decide(afterAttempt: 5, now: 2_999_999, receivedAt: 0) == .retry(at: 3_599_999))
+    }
+}

@@ -1,0 +1,142 @@
+import Events
+import Foundation
+import Kafka
+import QueueRecord
+import Testing
+import TestSupport
+
+/// A real `smarthost delivery` process between a real Kafka-protocol broker and real SMTP
+/// destinations scripted to misbehave, on a compressed retry schedule (1 s, no growth).
+@Suite(.serialized, .timeLimit(.minutes(5)))
+struct DeliveryNodeTests {
+    static func configuration(routes: [(domain: String, port: Int, requireTLS: Bool)], expiry: String = "30s") -> String {
+        """
+        traffic_classes:
+          fast: {first_retry: 1s, retry_multiplier: 1, max_retry_interval: 1s, expiry: \(expiry)}
+        tenants:
+          acme: {trusted_networks: [127.0.0.0/8], traffic_class: fast, pool: outbound}
+        pools:
+          outbound: {ehlo_name: relay.acme.test}
+        routes:
+        \(routes.map { "  - {domain: \($0.domain), next_hop: \"127.0.0.1:\($0.port)\", require_tls: \($0.requireTLS)}" }.joined(separator: "\n"))
+        delivery:
+          command_timeout: 5s
+          connect_timeout: 2s
+        """
+    }
+
+    static func createTopics(_ broker: TansuBroker, tenants: [String] = ["acme"]) async throws {
+        let admin = try KafkaAdmin(bootstrapServers: [broker.bootstrap])
+        for topic in ["smarthost-events"] + tenants.map({ "smarthost.\($0)" }) {
+            try await admin.createTopic(topic, partitions: 3)
+        }
+    }
+
+    @Test func eachScriptedBehaviourHasItsOutcome() async throws {
+        let broker = try await TansuBroker.start()
+        defer { broker.stop() }
+        try await Self.createTopics(broker)
+        let certificate = try await TestCertificate.make(commonName: "destination.test")
+        let plain = try await ScriptedSMTPServer.start(script: """
+            {"rules": [
+              {"when": "rcpt", "address": "retry@retry.test", "times": 2, "reply": "451 4.3.0 try again later"},
+              {"when": "rcpt", "domain": "bounce.test", "reply": "550 5.1.1 no such user"},
+              {"when": "data_end", "address": "cut@middata.test", "times": 1, "action": "disconnect_mid_data"}
+            ]}
+            """)
+        defer { plain.stop() }
+        let tls = try await ScriptedSMTPServer.start(certificate: certificate)
+        defer { tls.stop() }
+        let downPort = try Loopback.freePort()
+        let node = try DeliveryProcess.start(broker: broker, name: "delivery-scripted", yaml: Self.configuration(routes: [
+            ("retry.test", plain.port, false), ("bounce.test", plain.port, false), ("middata.test", plain.port, false),
+            ("down.test", downPort, false), ("notls.test", plain.port, true), ("tls.test", tls.port, true),
+            ("opportunistic.test", tls.port, false),
+        ], expiry: "10s"))
+        defer { node.stop() }
+
+        let retry = testMessage(to: ["retry@retry.test"])
+        let bounce = testMessage(to: ["gone@bounce.test"])
+        let cut = testMessage(to: ["cut@middata.test"])
+        let down = testMessage(to: ["someone@down.test"])
+        let noTLS = testMessage(to: ["someone@notls.test"])
+        let required = testMessage(to: ["someone@tls.test"])
+        let opportunistic = testMessage(to: ["someone@opportunistic.test"])
+        try await enqueue([retry, bounce, cut, down, noTLS, required, opportunistic], broker: broker)
+
+        func events(_ message: AcceptedMessage) throws -> [MessageEvent] {
+            try node.events().filter { $0.id == message.id.text }
+        }
+        func types(_ message: AcceptedMessage) throws -> [MessageEvent.Kind] { try events(message).map(\.type) }
+        let terminal: Set<MessageEvent.Kind> = [.delivery, .bounce, .expiration]
+        let settled = try await eventually(.seconds(60)) {
+            try [retry, bounce, cut, down, noTLS, required, opportunistic].allSatisfy { message in
+                try types(message).contains(where: terminal.contains)
+            }
+        }
+        #expect(settled, "every message reached a final outcome; log:\n\(node.process.logTail())")
+
+        // 4xx twice, then 2xx, retried on the schedule.
+        #expect(try types(retry) == [.transientFailure, .transientFailure, .delivery])
+        let retryEvents = try events(retry)
+        #expect(retryEvents.map(\.attempt) == [1, 2, 3])
+        #expect(retryEvents.first?.response == MessageEvent.Response(code: 451, enhanced: "4.3.0", text: "try again later"))
+        #expect(retryEvents.first?.nextAttemptAt.map { $0 - retryEvents[0].time } ?? 0 >= 900, "the retry waits the class's first_retry")
+        #expect(retryEvents.last?.recipient == "retry@retry.test" && retryEvents.last?.queue == "acme//retry.test")
+        #expect(retryEvents.last?.site == "127.0.0.1:\(plain.port)" && retryEvents.last?.pool == "outbound")
+        #expect(retryEvents.last?.peer == "127.0.0.1:\(plain.port)" && retryEvents.last?.node == "delivery-scripted")
+
+        // 5xx: a Bounce at once, no retry.
+        #expect(try types(bounce) == [.bounce])
+        #expect(try events(bounce).first?.response?.enhanced == "5.1.1")
+
+        // A disconnect in the middle of DATA: retried, then delivered once.
+        #expect(try types(cut) == [.transientFailure, .delivery])
+
+        // Down until expiry: transient failures (the connection's error), then Expiration.
+        let downTypes = try types(down)
+        #expect(downTypes.last == .expiration && downTypes.dropLast().allSatisfy { $0 == .transientFailure } && downTypes.count >= 2)
+        #expect(try events(down).first?.response?.enhanced == "4.4.1")
+
+        // Required TLS: a server without STARTTLS is a transient failure until expiry; one with
+        // it is used. Opportunistic TLS is used when offered.
+        #expect(try types(noTLS).last == .expiration)
+        #expect(try events(noTLS).first?.response?.enhanced == "4.7.10")
+        #expect(try events(required).last?.type == .delivery && events(required).last?.tls == true)
+        #expect(try events(opportunistic).last?.type == .delivery && events(opportunistic).last?.tls == true)
+
+        // What the destinations received: each delivered message exactly once, byte for byte.
+        let received = try plain.messages() + tls.messages()
+        for message in [retry, cut, required, opportunistic] {
+            let copies = received.filter { $0.recipients == message.recipients.map(\.description) }
+            #expect(copies.count == 1, "\(message.recipients) received \(copies.count) times")
+            if let copy = copies.first { #expect(try plain.content(of: copy) == message.content) }
+        }
+        #expect(received.filter { $0.recipients == ["someone@notls.test"] }.isEmpty, "nothing sent in plaintext when TLS is required")
+        #expect(try plain.records().filter { $0.event == "tls" }.isEmpty)
+
+        // The same events went to the events topic.
+        let published = try await readRecords(broker, topic: "smarthost-events", count: try node.events().count, timeout: .seconds(30))
+        #expect(published.count == (try node.events().count))
+    }
+
+    @Test func aRecordThatIsNotAMessageIsQuarantinedAndTheRestDelivered() async throws {
+        let broker = try await TansuBroker.start()
+        defer { broker.stop() }
+        try await Self.createTopics(broker)
+        let destination = try await ScriptedSMTPServer.start()
+        defer { destination.stop() }
+        let node = try DeliveryProcess.start(broker: broker, name: "delivery-quarantine",
+                                             yaml: Self.configuration(routes: [("dest.test", destination.port, false)]))
+        defer { node.stop() }
+        let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(bootstrapServers: [broker.bootstrap]))
+        _ = try await producer.send(OutgoingRecord(topic: "smarthost.acme", key: Array("junk".utf8), value: Array("not a message".utf8),
+                                                   headers: [KafkaHeader(name: "sh-format", string: "99")]))
+        await producer.close()
+        let good = testMessage(to: ["a@dest.test"])
+        try await enqueue([good], broker: broker)
+        #expect(try await eventually(.seconds(30)) { try destination.messages().count == 1 })
+        let quarantined = try await runCommand("/usr/bin/sqlite3", ["\(node.spoolDirectory)/spool.sqlite", "SELECT kafka_topic, reason FROM quarantine"])
+        #expect(quarantined.output.contains("smarthost.acme|"), "\(quarantined.output)\(quarantined.errors)")
+    }
+}

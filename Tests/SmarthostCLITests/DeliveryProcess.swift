@@ -1,0 +1,85 @@
+import Events
+import Foundation
+import Kafka
+import QueueRecord
+import SMTPProtocol
+import Testing
+import TestSupport
+
+/// A `smarthost delivery` process on a configuration made of the node, kafka and redis
+/// sections (pointing at `broker`, spool in `spoolDirectory`) followed by `yaml`.
+struct DeliveryProcess {
+    let process: ManagedProcess
+    let spoolDirectory: String
+    let config: String
+
+    static func start(broker: TansuBroker, name: String, yaml: String, spoolDirectory: String? = nil) throws -> DeliveryProcess {
+        let directory = NSTemporaryDirectory() + "\(name)-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let spool = spoolDirectory ?? "\(directory)/spool"
+        let config = "\(directory)/cluster.yaml"
+        try """
+            node: {id: \(name), log_format: json, admin_listen: "127.0.0.1:\(try Loopback.freePort())", spool_dir: "\(spool)"}
+            kafka: {brokers: ["\(broker.bootstrap)"], delivery_timeout: 5s, session_timeout: 6s, metadata_refresh: 1s}
+            redis: {address: "127.0.0.1:6379"}
+            \(yaml)
+
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        return try start(name: name, config: config, spool: spool)
+    }
+
+    /// Starts again on the same configuration and spool (after a crash, say).
+    func restart() throws -> DeliveryProcess {
+        try Self.start(name: process.name, config: config, spool: spoolDirectory)
+    }
+
+    private static func start(name: String, config: String, spool: String) throws -> DeliveryProcess {
+        let log = "\(config).\(UUID().uuidString.prefix(4)).log"
+        let process = try ManagedProcess(name: name, executable: SmarthostCLITests.binary,
+                                         arguments: ["delivery", "--config", config], logPath: log)
+        return DeliveryProcess(process: process, spoolDirectory: spool, config: config)
+    }
+
+    /// The node's local event log (events.jsonl and its rotations), parsed.
+    func events() throws -> [MessageEvent] {
+        let path = "\(spoolDirectory)/events.jsonl"
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return [] }
+        return try text.split(separator: "\n").map { try MessageEvent(json: Array($0.utf8)) }
+    }
+
+    func stop() { process.stop() }
+}
+
+/// Puts messages into a tenant's topic as an ingress node would.
+func enqueue(_ messages: [AcceptedMessage], broker: TansuBroker, topicPrefix: String = "smarthost") async throws {
+    let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(bootstrapServers: [broker.bootstrap]))
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for message in messages {
+            let record = OutgoingRecord(topic: "\(topicPrefix).\(message.tenant)", key: Array(message.id.text.utf8), value: message.content,
+                                        headers: message.headers.map { KafkaHeader(name: $0.name, string: $0.value) })
+            group.addTask { _ = try await producer.send(record) }
+        }
+        try await group.waitForAll()
+    }
+    await producer.close()
+}
+
+func testMessage(tenant: String = "acme", to recipients: [String], trafficClass: String = "fast",
+                 lane: AcceptedMessage.Lane = .normal, subject: String = "test") -> AcceptedMessage {
+    let id = MessageID.generate()
+    let content = "Received: by test; \(id)\r\nFrom: app@acme.test\r\nSubject: \(subject)\r\nMessage-Id: <\(id.text)@acme.test>\r\n\r\nBody of \(id.text)\r\n"
+    return AcceptedMessage(id: id, tenant: tenant, sender: Mailbox(localPart: "app", domain: "acme.test"),
+                           recipients: recipients.map { try! Mailbox(parsing: Substring($0), allowUTF8: false) },
+                           receivedAt: MessageID.currentMilliseconds(), client: "127.0.0.1:1", helo: "test", lane: lane,
+                           trafficClass: trafficClass, content: Array(content.utf8))
+}
+
+/// Polls `condition` until it holds or `limit` passes; returns whether it held.
+func eventually(_ limit: Duration, every interval: Duration = .milliseconds(200), _ condition: () throws -> Bool) async throws -> Bool {
+    let deadline = ContinuousClock.now + limit
+    while ContinuousClock.now < deadline {
+        if try condition() { return true }
+        try await Task.sleep(for: interval)
+    }
+    return try condition()
+}
