@@ -81,21 +81,23 @@ public final class DeliveryNode: Service, Sendable {
             if records.isEmpty { return }
             var messages: [(AcceptedMessage, SpoolPosition?)] = []
             var invalid: [(ConsumedRecord, String)] = []
+            var sources: [ConsumedRecord] = []
             for record in records {
                 do {
                     let message = try AcceptedMessage(key: record.key, headers: record.headers.map { ($0.name, $0.value) },
                                                       value: record.value)
                     messages.append((message, SpoolPosition(topic: record.topic, partition: record.partition, offset: record.offset)))
+                    sources.append(record)
                 } catch {
                     invalid.append((record, error.description))
                 }
             }
             // Cancelled while the spool refused the batch: nothing marked done, Kafka redelivers it.
-            guard let inserted = await persist(messages, invalid: invalid) else { return }
+            guard let inserted = await persist(messages, from: sources, invalid: invalid) else { return }
             for record in records { consumer.markDone(record) }
             var fresh: [SpooledMessage] = []
-            for ((message, position), isNew) in zip(messages, inserted) {
-                if isNew {
+            for ((message, position), outcome) in zip(messages, inserted) where outcome != .quarantined {
+                if outcome == .spooled {
                     fresh.append(SpooledMessage(message, position: position))
                 } else {
                     duplicates.increment()
@@ -105,22 +107,38 @@ public final class DeliveryNode: Service, Sendable {
         }
     }
 
+    enum Persisted { case spooled, alreadyKnown, quarantined }
+
     /// Spools the batch (one group commit) and quarantines the invalid records; retries until
     /// the spool takes them (nil if cancelled first), since a record not in the spool must not
-    /// be marked done.
-    private func persist(_ messages: [(AcceptedMessage, SpoolPosition?)], invalid: [(ConsumedRecord, String)]) async -> [Bool]? {
+    /// be marked done. A message the spool refuses as invalid sends the batch through one by
+    /// one, so that only that record goes to quarantine.
+    private func persist(_ messages: [(AcceptedMessage, SpoolPosition?)], from sources: [ConsumedRecord],
+                         invalid: [(ConsumedRecord, String)]) async -> [Persisted]? {
+        var results: [Persisted?] = Array(repeating: nil, count: messages.count)
+        var invalid = invalid
+        var oneByOne = false
         var delay = Duration.milliseconds(100)
         while !Task.isCancelled {
             do {
-                for (record, reason) in invalid {
-                    try await spool.quarantine(topic: record.topic, partition: record.partition, offset: record.offset,
-                                               reason: reason, key: record.key, value: record.value)
-                    quarantined.increment()
-                    logger.error("invalid record kept in the spool's quarantine", metadata: [
-                        "topic": "\(record.topic)", "partition": "\(record.partition)", "offset": "\(record.offset)", "reason": "\(reason)",
-                    ])
+                let pending = results.indices.filter { results[$0] == nil }
+                if oneByOne {
+                    for index in pending {
+                        do {
+                            results[index] = try await spool.insert([messages[index]])[0] ? .spooled : .alreadyKnown
+                        } catch where error.kind == .invalidInput {
+                            results[index] = .quarantined
+                            invalid.append((sources[index], error.description))
+                        }
+                    }
+                } else if !pending.isEmpty {
+                    let flags = try await spool.insert(pending.map { messages[$0] })
+                    for (index, isNew) in zip(pending, flags) { results[index] = isNew ? .spooled : .alreadyKnown }
                 }
-                return messages.isEmpty ? [] : try await spool.insert(messages)
+                try await quarantine(invalid)
+                return results.map { $0 ?? .alreadyKnown }
+            } catch where error.kind == .invalidInput && !oneByOne {
+                oneByOne = true
             } catch {
                 logger.error("spool write failed; retrying before any offset is committed", metadata: ["error": "\(error)"])
                 try? await Task.sleep(for: delay)
@@ -128,6 +146,19 @@ public final class DeliveryNode: Service, Sendable {
             }
         }
         return nil
+    }
+
+    /// Keeps records that are not valid messages in the spool's quarantine (idempotent per
+    /// topic, partition and offset), so that none is skipped silently.
+    private func quarantine(_ invalid: [(ConsumedRecord, String)]) async throws(SpoolError) {
+        for (record, reason) in invalid {
+            try await spool.quarantine(topic: record.topic, partition: record.partition, offset: record.offset,
+                                       reason: reason, key: record.key, value: record.value)
+            quarantined.increment()
+            logger.error("invalid record kept in the spool's quarantine", metadata: [
+                "topic": "\(record.topic)", "partition": "\(record.partition)", "offset": "\(record.offset)", "reason": "\(reason)",
+            ])
+        }
     }
 }
 

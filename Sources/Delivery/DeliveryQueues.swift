@@ -121,6 +121,8 @@ public struct DeliveryQueues: Sendable {
             let decision = route(name.domain)
             entries: while let head = scheduled[name]?.min, head.entry.dueAt <= now {
                 switch decision {
+                case .wait:
+                    break entries
                 case .hold(let reason):
                     popScheduled(name)
                     held[head.entry.key] = Parked(entry: head.entry, reason: reason, since: now)

@@ -60,6 +60,11 @@ public actor QueueManager {
     private let clock: @Sendable () -> UInt64
     private let logger: Logger
     private var connections: [SiteKey: Int] = [:]
+    /// Next hops whose connections failed: not tried again before `until`. Only the entries
+    /// waiting when a connection failed get a TransientFailure; the rest wait, unattempted,
+    /// in their scheduled queues (PowerMTA's backoff mode), so an unreachable destination
+    /// does not cost an attempt per message per retry.
+    private var backoff: [NextHop: (until: UInt64, interval: UInt64)] = [:]
     private var stopping = false
 
     private let recipientCounters = (
@@ -131,7 +136,12 @@ public actor QueueManager {
     /// the node and after every change that can make more work.
     public func pump() {
         guard !stopping else { return }
-        queues.promote(now: clock()) { resolver.route(domain: $0) }
+        let now = clock()
+        queues.promote(now: now) { domain in
+            let decision = resolver.route(domain: domain)
+            if case .nextHop(let hop) = decision, let wait = backoff[hop], wait.until > now { return .wait }
+            return decision
+        }
         for (site, waiting) in queues.readySites {
             let open = connections[site, default: 0]
             // One connection per waiting message, up to the limit: a short queue does not open
@@ -189,6 +199,7 @@ public actor QueueManager {
         do {
             try await SMTPClientSession.withSession(host: site.site.host, port: site.site.port, settings: client) { session in
                 opened = true
+                await reached(site)
                 var idle = 0
                 while session.isUsable && session.messagesSent < settings.maxMessagesPerConnection {
                     guard let entry = await take(site) else {
@@ -235,13 +246,28 @@ public actor QueueManager {
     /// the error as a transient failure.
     private func connectionFailed(_ site: SiteKey, error: SMTPClientError) async {
         let waiting = queues.takeAll(from: site)
+        let interval = min((backoff[site.site]?.interval ?? 0) * 2, Self.maximumBackoff)
+        backoff[site.site] = (until: clock() + max(interval, Self.firstBackoff), interval: max(interval, Self.firstBackoff))
         logger.notice("connection failed", metadata: [
             "site": "\(site)", "error": "\(error)", "deferred": "\(waiting.count)",
         ])
         let attempt = Attempt(site: site, peer: nil, tls: false)
-        for entry in waiting {
-            await record(entry, outcomes: entry.recipients.map { _ in .transientFailure(error.reply) }, attempt: attempt, tried: true)
+        // Recorded concurrently, so that the spool writes them in a few group commits.
+        await withTaskGroup(of: Void.self) { group in
+            for entry in waiting {
+                group.addTask {
+                    await self.record(entry, outcomes: entry.recipients.map { _ in .transientFailure(error.reply) }, attempt: attempt, tried: true)
+                }
+            }
         }
+    }
+
+    static let firstBackoff: UInt64 = 1_000
+    static let maximumBackoff: UInt64 = 30_000
+
+    /// A session opened: the next hop is reachable again.
+    private func reached(_ site: SiteKey) {
+        backoff[site.site] = nil
     }
 
     /// The spool no longer has the message (deleted by an operator): nothing to deliver.

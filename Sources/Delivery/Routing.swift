@@ -10,6 +10,9 @@ public enum RouteDecision: Sendable, Equatable {
     case nextHop(NextHop)
     /// No way to deliver now: the entry waits in the held set with this reason (never dropped).
     case hold(reason: String)
+    /// The next hop is backing off after failed connections: entries stay in their scheduled
+    /// queue, not attempted, until it is tried again.
+    case wait
 }
 
 /// `routes` (exact domain match, case-insensitive), then `delivery.default_next_hop`.

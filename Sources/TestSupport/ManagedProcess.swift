@@ -86,6 +86,21 @@ public final class ManagedProcess: Sendable {
         return rc == 0
     }
 
+    /// Waits for a child that ends by itself (a script) and returns its exit code, or nil if
+    /// it is still running after `limit` (it is then left running; `stop()` ends it).
+    public func exitCode(within limit: Duration) async throws -> Int32? {
+        let pid = self.pid
+        return try await offPool {
+            let deadline = ContinuousClock.now + limit
+            while ContinuousClock.now < deadline {
+                var status: Int32 = 0
+                if waitpid(pid, &status, WNOHANG) == pid { return (status >> 8) & 0xff }
+                usleep(50_000)
+            }
+            return nil
+        }
+    }
+
     public func signal(_ sig: Int32) {
         kill(pid, sig)
     }

@@ -175,6 +175,13 @@ struct ValidConfigurationTests {
             delivery:
               default_next_hop: relay.example.net:587
               max_messages_per_connection: 10000
+              max_connections_per_site: 1000
+              ready_queue_size: 1
+              connect_timeout: 100ms
+              command_timeout: 3600s
+              tls: disabled
+              event_log_max_size: 16GiB
+              event_log_keep: 1
             limits:
               - tenant: "0"
                 max_connections: 10000
@@ -198,6 +205,10 @@ struct ValidConfigurationTests {
         #expect(configuration.trafficClasses.keys.sorted() == ["bulk", "fast", "transactional"])
         #expect(configuration.tenants["0"]?.messageRate == Rate(count: 1_000_000_000, per: .seconds(86_400)))
         #expect(configuration.delivery.defaultNextHop == HostPort(host: "relay.example.net", port: 587))
+        #expect(configuration.delivery.maxConnectionsPerSite == 1_000 && configuration.delivery.readyQueueSize == 1)
+        #expect(configuration.delivery.connectTimeout == .milliseconds(100) && configuration.delivery.commandTimeout == .seconds(3_600))
+        #expect(configuration.delivery.tls == .disabled && configuration.delivery.eventLogKeep == 1)
+        #expect(configuration.delivery.eventLogMaxSize == .gibibytes(16))
         #expect(configuration.limits.first?.maxMessagesPerDay == 1)
     }
 
@@ -431,6 +442,14 @@ struct InvalidConfigurationTests {
         BadCase(name: "implicit TLS without a certificate",
                 yaml: "ingress:\n  listeners:\n    - {address: 127.0.0.1:465, implicit_tls: true}",
                 error: "t.yaml:3:7: ingress.listeners[0]: implicit_tls needs certificate_file and private_key_file"),
+        BadCase(name: "delivery tls not a mode", yaml: "delivery:\n  tls: required",
+                error: #"t.yaml:2:8: delivery.tls: expected one of opportunistic, disabled, got "required""#),
+        BadCase(name: "ready queue of zero", yaml: "delivery:\n  ready_queue_size: 0",
+                error: #"t.yaml:2:21: delivery.ready_queue_size: expected an integer between 1 and 100000, got "0""#),
+        BadCase(name: "connect timeout too short", yaml: "delivery:\n  connect_timeout: 10ms",
+                error: #"t.yaml:2:20: delivery.connect_timeout: expected a duration between 100ms and 5m, got "10ms""#),
+        BadCase(name: "event log too small", yaml: "delivery:\n  event_log_max_size: 1KiB",
+                error: #"t.yaml:2:23: delivery.event_log_max_size: expected a byte size between 64KiB and 16GiB, got "1KiB""#),
         BadCase(name: "limit without a selector", yaml: "limits:\n  - max_connections: 5",
                 error: "t.yaml:2:5: limits[0]: expected at least one of pool, domain or tenant to select the traffic "
                     + "to limit, got none"),

@@ -12,32 +12,34 @@ struct DeliveryProcess {
     let process: ManagedProcess
     let spoolDirectory: String
     let config: String
+    let adminPort: Int
 
     static func start(broker: TansuBroker, name: String, yaml: String, spoolDirectory: String? = nil) throws -> DeliveryProcess {
         let directory = NSTemporaryDirectory() + "\(name)-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let spool = spoolDirectory ?? "\(directory)/spool"
         let config = "\(directory)/cluster.yaml"
+        let adminPort = try Loopback.freePort()
         try """
-            node: {id: \(name), log_format: json, admin_listen: "127.0.0.1:\(try Loopback.freePort())", spool_dir: "\(spool)"}
+            node: {id: \(name), log_format: json, admin_listen: "127.0.0.1:\(adminPort)", spool_dir: "\(spool)"}
             kafka: {brokers: ["\(broker.bootstrap)"], delivery_timeout: 5s, session_timeout: 6s, metadata_refresh: 1s}
             redis: {address: "127.0.0.1:6379"}
             \(yaml)
 
             """.write(toFile: config, atomically: true, encoding: .utf8)
-        return try start(name: name, config: config, spool: spool)
+        return try start(name: name, config: config, spool: spool, adminPort: adminPort)
     }
 
     /// Starts again on the same configuration and spool (after a crash, say).
     func restart() throws -> DeliveryProcess {
-        try Self.start(name: process.name, config: config, spool: spoolDirectory)
+        try Self.start(name: process.name, config: config, spool: spoolDirectory, adminPort: adminPort)
     }
 
-    private static func start(name: String, config: String, spool: String) throws -> DeliveryProcess {
+    private static func start(name: String, config: String, spool: String, adminPort: Int) throws -> DeliveryProcess {
         let log = "\(config).\(UUID().uuidString.prefix(4)).log"
         let process = try ManagedProcess(name: name, executable: SmarthostCLITests.binary,
                                          arguments: ["delivery", "--config", config], logPath: log)
-        return DeliveryProcess(process: process, spoolDirectory: spool, config: config)
+        return DeliveryProcess(process: process, spoolDirectory: spool, config: config, adminPort: adminPort)
     }
 
     /// The node's local event log (events.jsonl and its rotations), parsed.
@@ -45,6 +47,25 @@ struct DeliveryProcess {
         let path = "\(spoolDirectory)/events.jsonl"
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return [] }
         return try text.split(separator: "\n").map { try MessageEvent(json: Array($0.utf8)) }
+    }
+
+    /// A metric's value from the node's /metrics (summed over its label sets), nil if the node
+    /// does not answer or does not have it yet.
+    func metric(_ name: String, labels: String = "") -> Double? {
+        guard let text = Loopback.httpGet(port: adminPort, path: "/metrics") else { return nil }
+        let values = text.split(separator: "\n").filter { line in
+            line.hasPrefix(name) && (line.dropFirst(name.count).first == " " || line.dropFirst(name.count).first == "{")
+                && (labels.isEmpty || line.contains(labels))
+        }.compactMap { $0.split(separator: " ").last.flatMap { Double($0) } }
+        return values.isEmpty ? nil : values.reduce(0, +)
+    }
+
+    /// Resident memory of the process, from /proc.
+    func residentBytes() -> Int? {
+        guard let status = try? String(contentsOfFile: "/proc/\(process.pid)/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+              let kibibytes = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) else { return nil }
+        return kibibytes * 1024
     }
 
     func stop() { process.stop() }

@@ -1,0 +1,63 @@
+import Foundation
+import Testing
+import TestSupport
+
+/// `cluster/up` as an operator runs it (with the tests' debug binary instead of a release
+/// build): mail sent to the printed address arrives at the sink, one file per message.
+@Suite(.serialized, .timeLimit(.minutes(5)))
+struct LocalClusterTests {
+    struct Endpoints: Decodable {
+        var smtp: String
+        var sink_dir: String
+    }
+
+    @Test func mailSentToTheClusterArrivesAtTheSink() async throws {
+        let run = NSTemporaryDirectory() + "cluster-run-\(UUID().uuidString.prefix(8))"
+        let environment = [
+            "SMARTHOST_RUN_DIR=\(run)", "SMARTHOST_BINARY=\(SmarthostCLITests.binary)",
+            "SMARTHOST_KAFKA_PORT=\(try Loopback.freePort())", "SMARTHOST_REDIS_PORT=\(try Loopback.freePort())",
+            "SMARTHOST_SMTP_PORT=\(try Loopback.freePort())", "SMARTHOST_INGRESS_BASE_PORT=\(try Loopback.freePort())",
+            "SMARTHOST_ADMIN_BASE_PORT=\(try Loopback.freePort())", "SMARTHOST_DELIVERY_ADMIN_BASE_PORT=\(try Loopback.freePort())",
+            "SMARTHOST_SINK_PORT=\(try Loopback.freePort())",
+        ]
+        defer {
+            let down = Process()
+            down.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            down.arguments = ["SMARTHOST_RUN_DIR=\(run)", "\(repositoryRoot)/cluster/down"]
+            try? down.run()
+            down.waitUntilExit()
+        }
+        // Run as a managed process: Foundation's Process never noticed this script's exit.
+        let up = try ManagedProcess(name: "cluster/up", executable: "/usr/bin/env",
+                                    arguments: environment + ["\(repositoryRoot)/cluster/up", "--ingress", "1", "--delivery", "1"],
+                                    logPath: "\(run).up.log")
+        defer { up.stop() }
+        let status = try await up.exitCode(within: .seconds(180))
+        let output = (try? String(contentsOfFile: "\(run).up.log", encoding: .utf8)) ?? ""
+        try #require(status == 0, "cluster/up failed (\(status.map(String.init) ?? "still running")):\n\(output)")
+        #expect(output.contains("cluster: up"))
+        let endpoints = try JSONDecoder().decode(Endpoints.self, from: Data(contentsOf: URL(fileURLWithPath: "\(run)/endpoints.json")))
+
+        let swaks = try await runCommand(try findExecutable("swaks"), [
+            "--server", endpoints.smtp, "--from", "app@demo.test", "--to", "someone@example.com",
+            "--header", "Subject: through the local cluster", "--body", "hello cluster"])
+        #expect(swaks.status == 0, "swaks: \(swaks.output)\(swaks.errors)")
+
+        func sinkFiles() -> [String] {
+            let enumerator = FileManager.default.enumerator(atPath: endpoints.sink_dir)
+            var files: [String] = []
+            while let path = enumerator?.nextObject() as? String {
+                var isDirectory: ObjCBool = false
+                if FileManager.default.fileExists(atPath: "\(endpoints.sink_dir)/\(path)", isDirectory: &isDirectory), !isDirectory.boolValue {
+                    files.append("\(endpoints.sink_dir)/\(path)")
+                }
+            }
+            return files
+        }
+        let arrived = try await eventually(.seconds(60)) { sinkFiles().count == 1 }
+        #expect(arrived, "files at the sink: \(sinkFiles()); delivery log:\n\((try? String(contentsOfFile: "\(run)/delivery-1.log", encoding: .utf8))?.suffix(3000) ?? "")")
+        let message = try sinkFiles().first.map { try String(contentsOfFile: $0, encoding: .utf8) } ?? ""
+        #expect(message.contains("Subject: through the local cluster") && message.contains("hello cluster"))
+        #expect(message.contains("(smarthost) with ESMTP id"), "the ingress node's trace header")
+    }
+}
