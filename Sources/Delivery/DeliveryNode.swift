@@ -166,7 +166,7 @@ extension SpooledMessage {
     /// A message just spooled from its Kafka record: no attempt yet, due now.
     init(_ message: AcceptedMessage, position: SpoolPosition?) {
         self.init(id: message.id, tenant: message.tenant, sender: message.sender, pendingRecipients: message.recipients,
-                  receivedAt: message.receivedAt, job: message.job, lane: message.lane, trafficClass: message.trafficClass,
+                  receivedAt: message.receivedAt, job: message.job, pool: message.pool, lane: message.lane, trafficClass: message.trafficClass,
                   smtputf8: message.smtputf8, eightBit: message.eightBit, size: message.content.count, attempts: 0,
                   nextAttemptAt: 0, spooledAt: MessageID.currentMilliseconds(), position: position)
     }

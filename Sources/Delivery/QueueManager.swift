@@ -121,7 +121,7 @@ public actor QueueManager {
             if byDomain[domain] == nil { order.append(domain) }
             byDomain[domain, default: []].append(recipient)
         }
-        let pool = settings.tenantPools[message.tenant] ?? "default"
+        let pool = message.pool ?? settings.tenantPools[message.tenant] ?? "default"
         return order.map { domain in
             QueueEntry(id: message.id, tenant: message.tenant, job: message.job, domain: domain, sender: message.sender,
                        recipients: byDomain[domain]!, pool: pool, lane: message.lane, trafficClass: message.trafficClass,

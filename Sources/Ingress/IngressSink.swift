@@ -51,6 +51,12 @@ public struct IngressSink: MessageSink {
             return SMTPReply(451, EnhancedStatusCode(4, 7, 1),
                              "Message rate quota exceeded (\(rate)), try again in \(seconds) s")
         }
+        // A message may ask for another egress pool than its tenant's, by name; a name that is
+        // not configured is refused rather than sent from a pool the sender did not ask for.
+        let pool = HeaderField.value(of: "X-Smarthost-Pool", in: message)
+        if let pool, configuration.pools[pool] == nil {
+            return SMTPReply(550, EnhancedStatusCode(5, 7, 1), "X-Smarthost-Pool names no configured pool: \(pool.prefix(64))")
+        }
         let now = Date()
         let receivedAt = UInt64(now.timeIntervalSince1970 * 1000)
         let id = MessageID.generate(milliseconds: receivedAt)
@@ -60,7 +66,7 @@ public struct IngressSink: MessageSink {
             id: id, tenant: tenantName, sender: envelope.sender, recipients: envelope.recipients,
             receivedAt: receivedAt, client: connection.clientAddress, helo: envelope.helloName,
             tls: connection.isEncrypted ? "TLS" : nil, authenticatedUser: connection.authenticatedUser, job: HeaderField.value(of: "X-Job", in: message),
-            lane: AcceptedMessage.Lane(rawValue: tenant.lane.rawValue) ?? .normal, trafficClass: tenant.trafficClass,
+            pool: pool, lane: AcceptedMessage.Lane(rawValue: tenant.lane.rawValue) ?? .normal, trafficClass: tenant.trafficClass,
             smtputf8: envelope.parameters.smtputf8, eightBit: envelope.parameters.body == .eightBitMIME,
             content: received + message)
         let record = OutgoingRecord(

@@ -20,6 +20,7 @@ import SMTPProtocol
 /// | `sh-tls` | the TLS protocol and cipher, absent for plaintext |
 /// | `sh-auth` | the authenticated user, absent otherwise |
 /// | `sh-job` | the job or campaign id (from X-Job), absent if none |
+/// | `sh-pool` | the egress pool chosen for this message (from X-Smarthost-Pool), absent for the tenant's |
 /// | `sh-lane` | the priority lane: `high`, `normal` or `low` |
 /// | `sh-class` | the traffic class |
 /// | `sh-smtputf8` | `1` when the envelope needs SMTPUTF8, absent otherwise |
@@ -39,6 +40,8 @@ public struct AcceptedMessage: Sendable, Equatable {
     public var tls: String?
     public var authenticatedUser: String?
     public var job: String?
+    /// The egress pool this message asked for, overriding its tenant's.
+    public var pool: String?
     public var lane: Lane
     public var trafficClass: String
     public var smtputf8: Bool
@@ -48,7 +51,7 @@ public struct AcceptedMessage: Sendable, Equatable {
 
     public init(id: MessageID, tenant: String, sender: Mailbox?, recipients: [Mailbox], receivedAt: UInt64,
                 client: String, helo: String, tls: String? = nil, authenticatedUser: String? = nil, job: String? = nil,
-                lane: Lane = .normal, trafficClass: String, smtputf8: Bool = false, eightBit: Bool = false, content: [UInt8]) {
+                pool: String? = nil, lane: Lane = .normal, trafficClass: String, smtputf8: Bool = false, eightBit: Bool = false, content: [UInt8]) {
         self.id = id
         self.tenant = tenant
         self.sender = sender
@@ -59,6 +62,7 @@ public struct AcceptedMessage: Sendable, Equatable {
         self.tls = tls
         self.authenticatedUser = authenticatedUser
         self.job = job
+        self.pool = pool
         self.lane = lane
         self.trafficClass = trafficClass
         self.smtputf8 = smtputf8
@@ -79,6 +83,7 @@ public struct AcceptedMessage: Sendable, Equatable {
         if let tls { headers.append(("sh-tls", tls)) }
         if let authenticatedUser { headers.append(("sh-auth", authenticatedUser)) }
         if let job { headers.append(("sh-job", job)) }
+        if let pool { headers.append(("sh-pool", pool)) }
         headers += [("sh-lane", lane.rawValue), ("sh-class", trafficClass)]
         if smtputf8 { headers.append(("sh-smtputf8", "1")) }
         if eightBit { headers.append(("sh-8bit", "1")) }
@@ -134,11 +139,22 @@ public struct AcceptedMessage: Sendable, Equatable {
         guard receivedText.utf8.count <= 15, let receivedAt = UInt64(receivedText) else {
             throw .invalid(header: "sh-received-at", reason: "not milliseconds since the epoch")
         }
+        let pool = try optional("sh-pool")
+        if let pool, pool.isEmpty || pool.utf8.count > 64 || !pool.utf8.allSatisfy(Self.isPoolNameByte) {
+            throw .invalid(header: "sh-pool", reason: "not a pool name")
+        }
         guard let lane = Lane(rawValue: try one("sh-lane")) else { throw .invalid(header: "sh-lane", reason: "not high, normal or low") }
         self.init(id: id, tenant: tenant, sender: sender, recipients: recipients, receivedAt: receivedAt,
                   client: try one("sh-client"), helo: try one("sh-helo"), tls: try optional("sh-tls"),
-                  authenticatedUser: try optional("sh-auth"), job: try optional("sh-job"), lane: lane,
+                  authenticatedUser: try optional("sh-auth"), job: try optional("sh-job"), pool: pool, lane: lane,
                   trafficClass: try one("sh-class"), smtputf8: smtputf8, eightBit: try flag("sh-8bit"), content: value)
+    }
+}
+
+extension AcceptedMessage {
+    /// Pool names as the configuration allows them: lowercase letters, digits, `_`, `-`.
+    static func isPoolNameByte(_ byte: UInt8) -> Bool {
+        (0x30...0x39).contains(byte) || (0x61...0x7A).contains(byte) || byte == 0x5F || byte == 0x2D
     }
 }
 

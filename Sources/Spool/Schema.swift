@@ -23,6 +23,7 @@ enum Schema {
             tls TEXT,
             auth_user TEXT,
             job TEXT,
+            pool TEXT,
             lane TEXT NOT NULL,
             traffic_class TEXT NOT NULL,
             smtputf8 INTEGER NOT NULL,
@@ -109,7 +110,7 @@ enum Schema {
 
     static let messageColumns = """
         seq, id, tenant, sender, pending, received_at, job, lane, traffic_class, smtputf8, eight_bit, size, \
-        attempts, next_attempt_at, spooled_at, kafka_topic, kafka_partition, kafka_offset
+        attempts, next_attempt_at, spooled_at, kafka_topic, kafka_partition, kafka_offset, pool
         """
 
     /// A message row (selected with `messageColumns`) as the delivery node sees it. Rows are
@@ -152,7 +153,7 @@ enum Schema {
             }
             return .success(SpooledMessage(
                 id: id, tenant: tenant, sender: sender, pendingRecipients: pending, receivedAt: UInt64(numbers.received),
-                job: try row.text(6), lane: lane, trafficClass: trafficClass, smtputf8: smtputf8, eightBit: row.int(10) != 0,
+                job: try row.text(6), pool: try row.text(18), lane: lane, trafficClass: trafficClass, smtputf8: smtputf8, eightBit: row.int(10) != 0,
                 size: Int(numbers.size), attempts: Int(numbers.attempts), nextAttemptAt: UInt64(numbers.next),
                 spooledAt: UInt64(numbers.spooled), position: position))
         } catch {

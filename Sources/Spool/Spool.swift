@@ -220,7 +220,7 @@ public final class Spool: Sendable {
                     .text(message.tls), .text(message.authenticatedUser), .text(message.job), .text(message.lane.rawValue),
                     .text(message.trafficClass), .bool(message.smtputf8), .bool(message.eightBit), .int(message.content.count),
                     .int(now), .text(position?.topic), position.map { .int(Int64($0.partition)) } ?? .null,
-                    position.map { .int($0.offset) } ?? .null,
+                    position.map { .int($0.offset) } ?? .null, .text(message.pool),
                 ]) { row throws(SpoolError) in
                     seq = row.int(0)
                     return false
@@ -243,8 +243,8 @@ public final class Spool: Sendable {
 
     private static let insertMessage = """
         INSERT INTO message (id, tenant, sender, recipients, pending, received_at, client, helo, tls, auth_user, job, lane, \
-        traffic_class, smtputf8, eight_bit, size, spooled_at, kafka_topic, kafka_partition, kafka_offset)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        traffic_class, smtputf8, eight_bit, size, spooled_at, kafka_topic, kafka_partition, kafka_offset, pool)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         ON CONFLICT (id) DO NOTHING RETURNING seq
         """
 

@@ -24,6 +24,8 @@ public struct SpooledMessage: Sendable, Equatable {
     public var pendingRecipients: [Mailbox]
     public var receivedAt: UInt64
     public var job: String?
+    /// The egress pool the message asked for (X-Smarthost-Pool), nil for its tenant's.
+    public var pool: String?
     public var lane: AcceptedMessage.Lane
     public var trafficClass: String
     public var smtputf8: Bool
@@ -38,7 +40,7 @@ public struct SpooledMessage: Sendable, Equatable {
     public var position: SpoolPosition?
 
     public init(id: MessageID, tenant: String, sender: Mailbox?, pendingRecipients: [Mailbox], receivedAt: UInt64,
-                job: String?, lane: AcceptedMessage.Lane, trafficClass: String, smtputf8: Bool, eightBit: Bool,
+                job: String?, pool: String? = nil, lane: AcceptedMessage.Lane, trafficClass: String, smtputf8: Bool, eightBit: Bool,
                 size: Int, attempts: Int, nextAttemptAt: UInt64, spooledAt: UInt64, position: SpoolPosition?) {
         self.id = id
         self.tenant = tenant
@@ -46,6 +48,7 @@ public struct SpooledMessage: Sendable, Equatable {
         self.pendingRecipients = pendingRecipients
         self.receivedAt = receivedAt
         self.job = job
+        self.pool = pool
         self.lane = lane
         self.trafficClass = trafficClass
         self.smtputf8 = smtputf8

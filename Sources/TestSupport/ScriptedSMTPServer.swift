@@ -17,9 +17,11 @@ public final class ScriptedSMTPServer: Sendable {
         public var stage: String?
         public var reply: String?
         public var dataPath: String?
+        /// The EHLO/HELO name of the connection (message records).
+        public var helo: String?
 
         enum CodingKeys: String, CodingKey {
-            case event, conn, time, sender, recipients, tls, size, sha256, stage, reply
+            case event, conn, time, sender, recipients, tls, size, sha256, stage, reply, helo
             case dataPath = "data_path"
         }
     }

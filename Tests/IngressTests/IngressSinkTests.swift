@@ -51,6 +51,8 @@ struct IngressSinkTests {
             node: {id: ingress-test}
             kafka: {brokers: ["\(broker.bootstrap)"], delivery_timeout: 3s}
             redis: {address: "127.0.0.1:6379"}
+            pools:
+              dedicated: {ehlo_name: dedicated.acme.test}
             tenants:
               acme: {trusted_networks: [127.0.0.0/8], lane: high, traffic_class: transactional}
             """, fileName: "test.yaml")
@@ -130,6 +132,22 @@ struct IngressSinkTests {
         #expect(resolve("2001:db8:ac::5")?.name == "acme")
         #expect(resolve("192.0.2.1") == nil)
         #expect(resolve("not an address") == nil)
+    }
+
+    @Test func aMessageChoosesAConfiguredPoolAndAnUnknownPoolIsRefused() async throws {
+        let broker = try await TansuBroker.start()
+        defer { broker.stop() }
+        let (sink, producer, _) = try sink(broker)
+        let unknown = await sink.accept(envelope, message: Array("X-Smarthost-Pool: nowhere\r\n\r\nbody\r\n".utf8), connection: connection)
+        #expect(unknown.code == 550 && unknown.enhancedCode == EnhancedStatusCode(5, 7, 1))
+        let chosen = await sink.accept(envelope, message: Array("X-Smarthost-Pool: dedicated\r\n\r\nbody\r\n".utf8), connection: connection)
+        #expect(chosen.code == 250)
+        await producer.close()
+        let records = try await readRecords(broker, topic: "smarthost.acme", count: 1, thenWatchFor: .seconds(1))
+        #expect(records.count == 1, "only the message with a configured pool is queued")
+        let record = try #require(records.first)
+        let accepted = try AcceptedMessage(key: record.key, headers: record.headers.map { ($0.name, $0.value) }, value: record.value)
+        #expect(accepted.pool == "dedicated")
     }
 
     @Test func aConnectionWithoutTenantIsRefused() async throws {

@@ -24,7 +24,7 @@ import Testing
         id: MessageID.generate(), tenant: "acme", sender: Mailbox(localPart: "a", domain: "x.test"),
         recipients: [Mailbox(localPart: "b", domain: "y.test"), Mailbox(localPart: "c", domain: "y.test")],
         receivedAt: 1_795_000_000_123, client: "192.0.2.7:4000", helo: "client.test", tls: "TLSv1.3 TLS_AES_256_GCM_SHA384",
-        authenticatedUser: "app1", job: "spring-campaign", lane: .high, trafficClass: "transactional",
+        authenticatedUser: "app1", job: "spring-campaign", pool: "dedicated-1", lane: .high, trafficClass: "transactional",
         smtputf8: false, eightBit: true, content: Array("Subject: x\r\n\r\nbody\r\n".utf8))
 
     func decode(key: [UInt8]?, headers: [(String, String)], value: [UInt8] = []) throws(RecordError) -> AcceptedMessage {
@@ -44,6 +44,7 @@ import Testing
         bounce.tls = nil
         bounce.authenticatedUser = nil
         bounce.job = nil
+        bounce.pool = nil
         #expect(try decode(key: nil, headers: bounce.headers, value: bounce.content) == bounce)
     }
 
@@ -62,6 +63,8 @@ import Testing
         ("sh-received-at", "99999999999999999999", "header sh-received-at: not milliseconds since the epoch"),
         ("sh-lane", "urgent", "header sh-lane: not high, normal or low"),
         ("sh-8bit", "yes", "header sh-8bit: expected 1"),
+        ("sh-pool", "", "header sh-pool: not a pool name"),
+        ("sh-pool", "Bad Pool", "header sh-pool: not a pool name"),
     ])
     func aBadHeaderValueIsNamed(_ name: String, _ value: String, _ error: String) {
         let headers = message.headers.map { $0.name == name ? ($0.name, value) : ($0.name, $0.value) }

@@ -17,6 +17,7 @@ struct DeliveryNodeTests {
           acme: {trusted_networks: [127.0.0.0/8], traffic_class: fast, pool: outbound}
         pools:
           outbound: {ehlo_name: relay.acme.test}
+          dedicated: {ehlo_name: dedicated.acme.test}
         routes:
         \(routes.map { "  - {domain: \($0.domain), next_hop: \"127.0.0.1:\($0.port)\", require_tls: \($0.requireTLS)}" }.joined(separator: "\n"))
         delivery:
@@ -62,7 +63,9 @@ struct DeliveryNodeTests {
         let noTLS = testMessage(to: ["someone@notls.test"])
         let required = testMessage(to: ["someone@tls.test"])
         let opportunistic = testMessage(to: ["someone@opportunistic.test"])
-        try await enqueue([retry, bounce, cut, down, noTLS, required, opportunistic], broker: broker)
+        var ownPool = testMessage(to: ["pooled@retry.test"])
+        ownPool.pool = "dedicated"
+        try await enqueue([retry, bounce, cut, down, noTLS, required, opportunistic, ownPool], broker: broker)
 
         func events(_ message: AcceptedMessage) throws -> [MessageEvent] {
             try node.events().filter { $0.id == message.id.text }
@@ -70,7 +73,7 @@ struct DeliveryNodeTests {
         func types(_ message: AcceptedMessage) throws -> [MessageEvent.Kind] { try events(message).map(\.type) }
         let terminal: Set<MessageEvent.Kind> = [.delivery, .bounce, .expiration]
         let settled = try await eventually(.seconds(60)) {
-            try [retry, bounce, cut, down, noTLS, required, opportunistic].allSatisfy { message in
+            try [retry, bounce, cut, down, noTLS, required, opportunistic, ownPool].allSatisfy { message in
                 try types(message).contains(where: terminal.contains)
             }
         }
@@ -104,6 +107,12 @@ struct DeliveryNodeTests {
         #expect(try events(noTLS).first?.response?.enhanced == "4.7.10")
         #expect(try events(required).last?.type == .delivery && events(required).last?.tls == true)
         #expect(try events(opportunistic).last?.type == .delivery && events(opportunistic).last?.tls == true)
+
+        // Egress pools: the tenant's by default, the message's own when it names one.
+        #expect(try events(ownPool).last?.pool == "dedicated" && events(ownPool).last?.type == .delivery)
+        let helloOf = try Dictionary(plain.messages().map { ($0.recipients ?? [], $0.helo ?? "") }, uniquingKeysWith: { a, _ in a })
+        #expect(helloOf[["pooled@retry.test"]] == "dedicated.acme.test")
+        #expect(helloOf[["gone@bounce.test"]] == nil && helloOf[["retry@retry.test"]] == "relay.acme.test")
 
         // What the destinations received: each delivered message exactly once, byte for byte.
         let received = try plain.messages() + tls.messages()
