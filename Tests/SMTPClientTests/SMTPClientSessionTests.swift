@@ -1,3 +1,5 @@
+import NIOCore
+import NIOPosix
 import Foundation
 import SMTPClient
 import SMTPProtocol
@@ -148,5 +150,75 @@ import Testing
             try await SMTPClientSession.withSession(host: "127.0.0.1", port: server.port, settings: settings) { _ in }
         }
         #expect(greeting?.stage == .greeting && greeting?.reply.isTransient == true)
+    }
+}
+
+/// Servers that do not speak SMTP, or speak it with hostile replies: every case is a
+/// transient `SMTPClientError` naming the stage, never a crash or unbounded memory.
+@Suite struct HostileServerTests {
+    /// A TCP server on loopback that sends `greeting` to each connection, then answers every
+    /// line it reads with `answer` (or closes, when nil).
+    final class RawServer: Sendable {
+        let channel: any Channel
+        var port: Int { channel.localAddress?.port ?? 0 }
+
+        init(greeting: [UInt8], answer: [UInt8]?) async throws {
+            channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .childChannelInitializer { child in
+                    child.eventLoop.makeCompletedFuture {
+                        try child.pipeline.syncOperations.addHandler(Responder(greeting: greeting, answer: answer))
+                    }
+                }
+                .bind(host: "127.0.0.1", port: 0).get()
+        }
+
+        func close() async { try? await channel.close() }
+    }
+
+    final class Responder: ChannelInboundHandler, Sendable {
+        typealias InboundIn = ByteBuffer
+        typealias OutboundOut = ByteBuffer
+        let greeting: [UInt8]
+        let answer: [UInt8]?
+
+        init(greeting: [UInt8], answer: [UInt8]?) {
+            self.greeting = greeting
+            self.answer = answer
+        }
+
+        func channelActive(context: ChannelHandlerContext) {
+            context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: greeting)), promise: nil)
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            guard let answer else { return context.close(promise: nil) }
+            context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: answer)), promise: nil)
+        }
+    }
+
+    static let settings = SMTPClientSettings(ehloName: "relay.test", timeouts: SMTPClientTimeouts(all: .seconds(2)))
+
+    static let cases: [(String, [UInt8], [UInt8]?, SMTPClientError.Stage)] = [
+        ("not SMTP at all", Array("HTTP/1.1 400 Bad Request\r\n\r\n".utf8), nil, .greeting),
+        ("a reply line of 100 kB", Array(repeating: UInt8(ascii: "2"), count: 100_000) + [13, 10], nil, .greeting),
+        ("endless continuation lines", Array(String(repeating: "220-more\r\n", count: 500).utf8), nil, .greeting),
+        ("a multi-line reply mixing codes", Array("220-a\r\n250 b\r\n".utf8), nil, .greeting),
+        ("a code outside 2xx-5xx", Array("999 hello\r\n".utf8), nil, .greeting),
+        ("a 554 greeting", Array("554 5.7.1 go away\r\n".utf8), nil, .greeting),
+        ("a greeting then silence-closing", Array("220 ok\r\n".utf8), nil, .ehlo),
+        ("an EHLO answer that is garbage", Array("220 ok\r\n".utf8), Array("\u{0}\u{1}binary\r\n".utf8), .ehlo),
+        ("a NUL-laden greeting", [50, 50, 48, 0, 0, 0, 13, 10] + Array("220 ok\r\n".utf8), nil, .greeting),
+    ]
+
+    @Test(arguments: cases.indices)
+    func aHostileServerIsATransientErrorAtItsStage(_ index: Int) async throws {
+        let (name, greeting, answer, stage) = Self.cases[index]
+        let server = try await RawServer(greeting: greeting, answer: answer)
+        let error = await #expect(throws: SMTPClientError.self, "\(name)") {
+            try await SMTPClientSession.withSession(host: "127.0.0.1", port: server.port, settings: Self.settings) { _ in }
+        }
+        await server.close()
+        #expect(error?.stage == stage, "\(name): \(error.map(String.init(describing:)) ?? "no error")")
+        #expect(error?.reply.isTransient == true, "\(name)")
     }
 }
