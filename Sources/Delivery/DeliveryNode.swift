@@ -44,10 +44,10 @@ public final class DeliveryNode: Service, Sendable {
         await manager.stop()
         // Connections finish the message they are sending; the rest stays spooled.
         let deadline = ContinuousClock.now + shutdownGrace
-        var open = await manager.openConnections
+        var open = await manager.openConnections + manager.outcomesBeingRecorded
         while open > 0, ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(50))
-            open = await manager.openConnections
+            open = await manager.openConnections + manager.outcomesBeingRecorded
         }
         logger.notice("delivery stopped", metadata: ["connections_cut": "\(open)"])
     }
