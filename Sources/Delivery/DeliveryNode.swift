@@ -15,12 +15,14 @@ public final class DeliveryNode: Service, Sendable {
     public let manager: QueueManager
     private let events: EventPublisher
     private let shutdownGrace: Duration
+    private let maxQueued: Int
     private let logger: Logger
     private let quarantined = Counter(label: "smarthost_delivery_records_quarantined_total")
     private let duplicates = Counter(label: "smarthost_delivery_records_duplicate_total")
 
-    public init(consumer: KafkaConsumer, spool: Spool, manager: QueueManager, events: EventPublisher,
+    public init(consumer: KafkaConsumer, spool: Spool, manager: QueueManager, events: EventPublisher, maxQueued: Int = 1_000_000,
                 shutdownGrace: Duration = .seconds(30), logger: Logger = Logger(label: "smarthost.delivery")) {
+        self.maxQueued = maxQueued
         self.consumer = consumer
         self.spool = spool
         self.manager = manager
@@ -77,6 +79,11 @@ public final class DeliveryNode: Service, Sendable {
     /// spool has fsynced it, or kept it in quarantine when it is not a valid message.
     private func consume() async {
         while true {
+            // Backpressure: a full node leaves the records in Kafka (its consumer pauses once
+            // its read-ahead buffer is full) instead of growing without bound.
+            while await manager.counts.total >= maxQueued, !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(100))
+            }
             let records = await consumer.nextBatch(max: 512)
             if records.isEmpty { return }
             var messages: [(AcceptedMessage, SpoolPosition?)] = []

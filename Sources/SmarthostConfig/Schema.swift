@@ -411,7 +411,7 @@ extension SchemaReader {
         let before = diagnostics.count
         guard let fields = fields(node, path, known: [
             "default_next_hop", "max_messages_per_connection", "max_connections_per_site", "ready_queue_size",
-            "connect_timeout", "command_timeout", "tls", "event_log_max_size", "event_log_keep",
+            "connect_timeout", "command_timeout", "tls", "event_log_max_size", "event_log_keep", "max_queued",
         ]) else {
             return nil
         }
@@ -433,6 +433,7 @@ extension SchemaReader {
             byteSize($0, $1, .kibibytes(64) ... .gibibytes(16))
         } ?? settings.eventLogMaxSize
         settings.eventLogKeep = optional(fields, "event_log_keep") { integer($0, $1, 1...1_000) } ?? settings.eventLogKeep
+        settings.maxQueued = optional(fields, "max_queued") { integer($0, $1, 1_000...100_000_000) } ?? settings.maxQueued
         return diagnostics.count == before ? settings : nil
     }
 

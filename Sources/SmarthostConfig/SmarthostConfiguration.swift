@@ -266,6 +266,9 @@ extension SmarthostConfiguration {
         /// How long to wait for each reply; the DATA stages get RFC 5321's longer minimums
         /// when this is longer than them.
         public var commandTimeout: Duration = .seconds(300)
+        /// Entries a node holds in its queues before it stops taking more from Kafka (records
+        /// wait there, in order, until the queues drain below it).
+        public var maxQueued = 1_000_000
         /// STARTTLS towards next hops without a route that says `require_tls`.
         public var tls: TLSMode = .opportunistic
         /// The local event log (`events.jsonl` under the spool directory) rotates at this size...

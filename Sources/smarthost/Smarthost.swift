@@ -121,7 +121,8 @@ struct DeliveryCommand: AsyncParsableCommand {
         let consumer = try KafkaConsumer(configuration: consumerConfiguration)
         let manager = QueueManager(settings: QueueManager.Settings(configuration: configuration), spool: spool, events: events,
                                    resolver: StaticRoutes(configuration: configuration))
-        let node = DeliveryNode(consumer: consumer, spool: spool, manager: manager, events: events)
+        let node = DeliveryNode(consumer: consumer, spool: spool, manager: manager, events: events,
+                                maxQueued: configuration.delivery.maxQueued)
         let kafka = try KafkaReachability(bootstrapServers: configuration.kafka.brokers.map(\.description))
         let http = try await NodeHTTPServer.bind(
             host: configuration.node.adminListen.host, port: configuration.node.adminListen.port,

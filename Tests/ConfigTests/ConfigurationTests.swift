@@ -182,6 +182,7 @@ struct ValidConfigurationTests {
               tls: disabled
               event_log_max_size: 16GiB
               event_log_keep: 1
+              max_queued: 100000000
             limits:
               - tenant: "0"
                 max_connections: 10000
@@ -208,7 +209,7 @@ struct ValidConfigurationTests {
         #expect(configuration.delivery.maxConnectionsPerSite == 1_000 && configuration.delivery.readyQueueSize == 1)
         #expect(configuration.delivery.connectTimeout == .milliseconds(100) && configuration.delivery.commandTimeout == .seconds(3_600))
         #expect(configuration.delivery.tls == .disabled && configuration.delivery.eventLogKeep == 1)
-        #expect(configuration.delivery.eventLogMaxSize == .gibibytes(16))
+        #expect(configuration.delivery.eventLogMaxSize == .gibibytes(16) && configuration.delivery.maxQueued == 100_000_000)
         #expect(configuration.limits.first?.maxMessagesPerDay == 1)
     }
 
