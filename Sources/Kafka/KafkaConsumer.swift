@@ -78,6 +78,7 @@ public final class KafkaConsumer: Sendable, Service {
     private let logger: Logger
     private let bufferGauge = Gauge(label: "smarthost_kafka_consumer_buffered")
     private let consumedCounter = Counter(label: "smarthost_kafka_consumed_total")
+    private let gapCounter = Counter(label: "smarthost_kafka_consumer_offset_gaps_total")
 
     public init(configuration: KafkaConsumerConfiguration, logger: Logger = Logger(label: "smarthost.kafka.consumer")) throws(KafkaError) {
         for topic in configuration.topics where !topic.hasPrefix("^") {
@@ -260,13 +261,21 @@ public final class KafkaConsumer: Sendable, Service {
                 }
                 records.append(Self.record(from: message))
             }
-            let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            let (waiter, gaps) = state.withLock { state -> (CheckedContinuation<Void, Never>?, [(TopicPartition, Range<Int64>)]) in
+                var gaps: [(TopicPartition, Range<Int64>)] = []
                 for record in records where state.assignment.contains(record.topicPartition) {
-                    state.tracker.handedOut(record.topicPartition, offset: record.offset)
+                    if let skipped = state.tracker.handedOut(record.topicPartition, offset: record.offset) {
+                        gaps.append((record.topicPartition, skipped))
+                    }
                     state.buffer.append(record)
                 }
                 defer { state.waiter = nil }
-                return state.waiter
+                return (state.waiter, gaps)
+            }
+            for (partition, skipped) in gaps {
+                gapCounter.increment(by: Int(skipped.count))
+                logger.warning("offsets skipped by the broker's fetch answer: records that were never delivered to this consumer",
+                               metadata: ["partition": "\(partition)", "from": "\(skipped.lowerBound)", "to": "\(skipped.upperBound - 1)"])
             }
             consumedCounter.increment(by: records.count)
             waiter?.resume()

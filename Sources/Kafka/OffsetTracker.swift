@@ -13,14 +13,24 @@ struct OffsetTracker {
         let start: Int64
         var nextCommit: Int64
         var committed: Int64?
+        var lastHandedOut: Int64
     }
 
     private var partitions: [TopicPartition: PartitionState] = [:]
 
     /// Records that `offset` of `partition` is now the caller's to handle. Offsets arrive in
-    /// increasing order per partition, as Kafka delivers them.
-    mutating func handedOut(_ partition: TopicPartition, offset: Int64) {
-        partitions[partition, default: PartitionState(start: offset, nextCommit: offset)].outstanding.append(offset)
+    /// increasing order per partition, as Kafka delivers them. Returns the offsets skipped
+    /// since the previous record of the partition, if any: the product's topics are neither
+    /// compacted nor transactional, so a skip means a record the broker did not show (a
+    /// commit past it would lose it), worth an alarm.
+    @discardableResult
+    mutating func handedOut(_ partition: TopicPartition, offset: Int64) -> Range<Int64>? {
+        var state = partitions[partition] ?? PartitionState(start: offset, nextCommit: offset, lastHandedOut: offset - 1)
+        let skipped = offset > state.lastHandedOut + 1 ? (state.lastHandedOut + 1)..<offset : nil
+        state.outstanding.append(offset)
+        state.lastHandedOut = offset
+        partitions[partition] = state
+        return skipped
     }
 
     /// Marks a handed-out record done. Returns false (and changes nothing) for a record this

@@ -12,6 +12,17 @@ import Testing
         #expect(tracker.outstandingCount == 5)
     }
 
+    @Test func skippedOffsetsAreReportedPerPartitionNeverAtTheFirstRecord() {
+        var tracker = OffsetTracker()
+        #expect(tracker.handedOut(p0, offset: 100) == nil, "where a partition starts is the committed offset's business")
+        #expect(tracker.handedOut(p0, offset: 101) == nil)
+        #expect(tracker.handedOut(p0, offset: 105) == 102..<105)
+        #expect(tracker.handedOut(p1, offset: 7) == nil)
+        #expect(tracker.handedOut(p0, offset: 106) == nil)
+        tracker.forget([p0])
+        #expect(tracker.handedOut(p0, offset: 300) == nil, "a partition assigned again starts afresh")
+    }
+
     @Test func commitsOnlyTheContiguousDonePrefix() {
         var tracker = OffsetTracker()
         for offset in 0..<10 { tracker.handedOut(p0, offset: Int64(offset)) }
