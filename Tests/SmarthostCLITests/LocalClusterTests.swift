@@ -54,7 +54,10 @@ struct LocalClusterTests {
             }
             return files
         }
-        let arrived = try await eventually(.seconds(60)) { sinkFiles().count == 1 }
+        // smtp-sink creates the file when the transaction starts and fills it as data arrives.
+        let arrived = try await eventually(.seconds(60)) {
+            sinkFiles().count == 1 && (try? String(contentsOfFile: sinkFiles()[0], encoding: .utf8))?.contains("hello cluster") == true
+        }
         #expect(arrived, "files at the sink: \(sinkFiles()); delivery log:\n\((try? String(contentsOfFile: "\(run)/delivery-1.log", encoding: .utf8))?.suffix(3000) ?? "")")
         let message = try sinkFiles().first.map { try String(contentsOfFile: $0, encoding: .utf8) } ?? ""
         #expect(message.contains("Subject: through the local cluster") && message.contains("hello cluster"))
