@@ -57,15 +57,11 @@ public final class DeliveryNode: Service, Sendable {
     /// Every unfinished message of the spool back in its queue, as it was scheduled.
     private func recover() async throws {
         var batch: [SpooledMessage] = []
-        var total = 0
-        try spool.forEach { message in
-            batch.append(message)
-            total += 1
-        }
+        try spool.forEach { batch.append($0) }
         for start in stride(from: 0, to: batch.count, by: 10_000) {
             await manager.enqueue(Array(batch[start..<min(start + 10_000, batch.count)]))
         }
-        logger.notice("spool recovered", metadata: ["messages": "\(total)"])
+        logger.notice("spool recovered", metadata: ["messages": "\(batch.count)"])
     }
 
     private func pumpUntilCancelled() async {
@@ -86,26 +82,23 @@ public final class DeliveryNode: Service, Sendable {
             }
             let records = await consumer.nextBatch(max: 512)
             if records.isEmpty { return }
-            var messages: [(AcceptedMessage, SpoolPosition?)] = []
+            var parsed: [(record: ConsumedRecord, message: AcceptedMessage)] = []
             var invalid: [(ConsumedRecord, String)] = []
-            var sources: [ConsumedRecord] = []
             for record in records {
                 do {
-                    let message = try AcceptedMessage(key: record.key, headers: record.headers.map { ($0.name, $0.value) },
-                                                      value: record.value)
-                    messages.append((message, SpoolPosition(topic: record.topic, partition: record.partition, offset: record.offset)))
-                    sources.append(record)
+                    parsed.append((record, try AcceptedMessage(key: record.key, headers: record.headers.map { ($0.name, $0.value) },
+                                                               value: record.value)))
                 } catch {
                     invalid.append((record, error.description))
                 }
             }
             // Cancelled while the spool refused the batch: nothing marked done, Kafka redelivers it.
-            guard let inserted = await persist(messages, from: sources, invalid: invalid) else { return }
+            guard let inserted = await persist(parsed, invalid: invalid) else { return }
             for record in records { consumer.markDone(record) }
             var fresh: [SpooledMessage] = []
-            for ((message, position), outcome) in zip(messages, inserted) where outcome != .quarantined {
+            for ((record, message), outcome) in zip(parsed, inserted) where outcome != .quarantined {
                 if outcome == .spooled {
-                    fresh.append(SpooledMessage(message, position: position))
+                    fresh.append(SpooledMessage(message, position: SpoolPosition(record)))
                 } else {
                     duplicates.increment()
                 }
@@ -120,8 +113,9 @@ public final class DeliveryNode: Service, Sendable {
     /// the spool takes them (nil if cancelled first), since a record not in the spool must not
     /// be marked done. A message the spool refuses as invalid sends the batch through one by
     /// one, so that only that record goes to quarantine.
-    private func persist(_ messages: [(AcceptedMessage, SpoolPosition?)], from sources: [ConsumedRecord],
+    private func persist(_ parsed: [(record: ConsumedRecord, message: AcceptedMessage)],
                          invalid: [(ConsumedRecord, String)]) async -> [Persisted]? {
+        let messages = parsed.map { ($0.message, Optional(SpoolPosition($0.record))) }
         var results: [Persisted?] = Array(repeating: nil, count: messages.count)
         var invalid = invalid
         var oneByOne = false
@@ -135,7 +129,7 @@ public final class DeliveryNode: Service, Sendable {
                             results[index] = try await spool.insert([messages[index]])[0] ? .spooled : .alreadyKnown
                         } catch where error.kind == .invalidInput {
                             results[index] = .quarantined
-                            invalid.append((sources[index], error.description))
+                            invalid.append((parsed[index].record, error.description))
                         }
                     }
                 } else if !pending.isEmpty {
@@ -166,6 +160,12 @@ public final class DeliveryNode: Service, Sendable {
                 "topic": "\(record.topic)", "partition": "\(record.partition)", "offset": "\(record.offset)", "reason": "\(reason)",
             ])
         }
+    }
+}
+
+extension SpoolPosition {
+    init(_ record: ConsumedRecord) {
+        self.init(topic: record.topic, partition: record.partition, offset: record.offset)
     }
 }
 

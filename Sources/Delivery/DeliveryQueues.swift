@@ -17,6 +17,11 @@ import SMTPProtocol
 /// empty scheduled or ready queue is removed in the same step that emptied it, and
 /// recreated by the next insert: there is no moment when an entry is in no queue.
 public struct DeliveryQueues: Sendable {
+    /// Where an entry is; the names are the `state` label of `smarthost_queue_entries`.
+    public enum EntryState: String, Sendable, CaseIterable {
+        case scheduled, ready, inFlight = "in-flight", held, limbo
+    }
+
     public struct Counts: Sendable, Equatable {
         public var scheduled = 0
         public var ready = 0
@@ -27,6 +32,16 @@ public struct DeliveryQueues: Sendable {
         public var readyQueues = 0
 
         public var total: Int { scheduled + ready + inFlight + held + limbo }
+
+        public subscript(state: EntryState) -> Int {
+            switch state {
+            case .scheduled: scheduled
+            case .ready: ready
+            case .inFlight: inFlight
+            case .held: held
+            case .limbo: limbo
+            }
+        }
     }
 
     /// Why an entry is in the held set or in limbo.
@@ -113,8 +128,7 @@ public struct DeliveryQueues: Sendable {
     /// their site, as long as it has room; entries without a route go to the held set.
     /// Returns how many entries moved.
     @discardableResult
-    public mutating func promote(now: UInt64, pool: (QueueEntry) -> String = \.pool,
-                                 route: (String) -> RouteDecision) -> Int {
+    public mutating func promote(now: UInt64, route: (String) -> RouteDecision) -> Int {
         var moved = 0
         for name in Array(scheduled.keys) {
             // The route depends only on the domain, the same for the whole queue.
@@ -128,7 +142,7 @@ public struct DeliveryQueues: Sendable {
                     held[head.entry.key] = Parked(entry: head.entry, reason: reason, since: now)
                     counts.held += 1
                 case .nextHop(let hop):
-                    let site = SiteKey(pool: pool(head.entry), site: hop)
+                    let site = SiteKey(pool: head.entry.pool, site: hop)
                     guard (ready[site]?.count ?? 0) < readyQueueSize else { break entries }
                     popScheduled(name)
                     if ready[site] == nil { counts.readyQueues += 1 }
@@ -215,12 +229,12 @@ public struct DeliveryQueues: Sendable {
     }
 
     /// Every entry, with where it is: for views, the reconciler and tests.
-    public func forEachEntry(_ body: (QueueEntry, _ state: String) -> Void) {
-        for heap in scheduled.values { for item in heap.unordered { body(item.entry, "scheduled") } }
-        for queue in ready.values { for lane in queue.lanes { for entry in lane { body(entry, "ready") } } }
-        for entry in inFlight.values { body(entry, "in-flight") }
-        for parked in held.values { body(parked.entry, "held") }
-        for parked in limbo.values { body(parked.entry, "limbo") }
+    public func forEachEntry(_ body: (QueueEntry, EntryState) -> Void) {
+        for heap in scheduled.values { for item in heap.unordered { body(item.entry, .scheduled) } }
+        for queue in ready.values { for lane in queue.lanes { for entry in lane { body(entry, .ready) } } }
+        for entry in inFlight.values { body(entry, .inFlight) }
+        for parked in held.values { body(parked.entry, .held) }
+        for parked in limbo.values { body(parked.entry, .limbo) }
     }
 
     public var heldEntries: [Parked] { Array(held.values) }

@@ -73,9 +73,9 @@ public actor QueueManager {
         bounced: Counter(label: "smarthost_delivery_recipients_total", dimensions: [("outcome", "bounced")]),
         expired: Counter(label: "smarthost_delivery_recipients_total", dimensions: [("outcome", "expired")])
     )
-    private let depthGauges = [
-        "scheduled", "ready", "in-flight", "held", "limbo",
-    ].map { ($0, Gauge(label: "smarthost_queue_entries", dimensions: [("state", $0)])) }
+    private let depthGauges = DeliveryQueues.EntryState.allCases.map {
+        ($0, Gauge(label: "smarthost_queue_entries", dimensions: [("state", $0.rawValue)]))
+    }
     private let connectionGauge = Gauge(label: "smarthost_delivery_connections")
 
     public init(settings: Settings, spool: Spool, events: EventPublisher, resolver: any NextHopResolver,
@@ -94,16 +94,6 @@ public actor QueueManager {
     public var openConnections: Int { connections.values.reduce(0, +) }
     /// Outcomes being written to the spool; a stopping node waits for them.
     public private(set) var outcomesBeingRecorded = 0
-
-    /// Every queued entry and its state ("scheduled", "ready", "in-flight", "held", "limbo").
-    public func snapshot() -> [(entry: QueueEntry, state: String)] {
-        var all: [(QueueEntry, String)] = []
-        queues.forEachEntry { all.append(($0, $1)) }
-        return all
-    }
-
-    public func limbo() -> [DeliveryQueues.Parked] { queues.limboEntries }
-    public func held() -> [DeliveryQueues.Parked] { queues.heldEntries }
 
     // MARK: - Entering the queues
 
@@ -149,25 +139,14 @@ public actor QueueManager {
             // One connection per waiting message, up to the limit: a short queue does not open
             // connections it cannot use.
             let wanted = min(settings.maxConnectionsPerSite, waiting + open) - open
-            for _ in 0..<max(wanted, 0) where connections[site, default: 0] < settings.maxConnectionsPerSite {
+            for _ in 0..<max(wanted, 0) {
                 connections[site, default: 0] += 1
                 let client = clientSettings(for: site)
                 Task { await self.runConnection(site: site, settings: client) }
             }
         }
-        for (state, gauge) in depthGauges { gauge.record(depth(state)) }
+        for (state, gauge) in depthGauges { gauge.record(queues.counts[state]) }
         connectionGauge.record(openConnections)
-    }
-
-    private func depth(_ state: String) -> Int {
-        let counts = queues.counts
-        switch state {
-        case "scheduled": return counts.scheduled
-        case "ready": return counts.ready
-        case "in-flight": return counts.inFlight
-        case "held": return counts.held
-        default: return counts.limbo
-        }
     }
 
     private func clientSettings(for site: SiteKey) -> SMTPClientSettings {

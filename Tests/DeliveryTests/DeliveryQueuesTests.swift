@@ -67,7 +67,7 @@ let everythingToSink: @Sendable (String) -> RouteDecision = { _ in .nextHop(sink
         queues.schedule(retry)
         #expect(queues.counts.scheduledQueues == 1 && queues.counts.total == 3)
         var states: [String] = []
-        queues.forEachEntry { _, state in states.append(state) }
+        queues.forEachEntry { _, state in states.append(state.rawValue) }
         #expect(states.sorted() == ["in-flight", "in-flight", "scheduled"])
     }
 
