@@ -16,6 +16,7 @@ extension SchemaReader {
 
     static let sections = [
         "node", "kafka", "redis", "pools", "traffic_classes", "tenants", "routes", "delivery", "ingress", "limits",
+        "dns", "response_rules",
     ]
 
     func configuration(_ root: Node?) -> SmarthostConfiguration? {
@@ -41,10 +42,13 @@ extension SchemaReader {
         let limits = top["limits"].map {
             self.limits($0, top.path("limits"), pools: pools.names, tenants: tenants?.names)
         } ?? []
+        let dns = top["dns"].flatMap { self.dns($0, top.path("dns")) } ?? Configuration.DNSSettings()
+        let responseRules = top["response_rules"].map { self.responseRules($0, top.path("response_rules")) } ?? []
         guard diagnostics.isEmpty, let node, let kafka, let redis, let tenants else { return nil }
         return SmarthostConfiguration(node: node, kafka: kafka, redis: redis, pools: pools.values,
                                       trafficClasses: classes.values, tenants: tenants.values, routes: routes,
-                                      delivery: delivery, ingress: ingress, limits: limits)
+                                      delivery: delivery, ingress: ingress, limits: limits, dns: dns,
+                                      responseRules: responseRules)
     }
 
     // MARK: node
@@ -412,6 +416,7 @@ extension SchemaReader {
         guard let fields = fields(node, path, known: [
             "default_next_hop", "max_messages_per_connection", "max_connections_per_site", "ready_queue_size",
             "connect_timeout", "command_timeout", "tls", "event_log_max_size", "event_log_keep", "max_queued",
+            "smtp_port", "send_dsn", "delay_notice_after", "default_response_rules",
         ]) else {
             return nil
         }
@@ -434,7 +439,94 @@ extension SchemaReader {
         } ?? settings.eventLogMaxSize
         settings.eventLogKeep = optional(fields, "event_log_keep") { integer($0, $1, 1...1_000) } ?? settings.eventLogKeep
         settings.maxQueued = optional(fields, "max_queued") { integer($0, $1, 1_000...100_000_000) } ?? settings.maxQueued
+        settings.smtpPort = optional(fields, "smtp_port") { integer($0, $1, 1...65_535) } ?? settings.smtpPort
+        settings.sendDSN = optional(fields, "send_dsn", boolean) ?? settings.sendDSN
+        settings.delayNoticeAfter = optional(fields, "delay_notice_after") {
+            duration($0, $1, .seconds(1) ... .seconds(30 * 86_400))
+        }
+        settings.defaultResponseRules = optional(fields, "default_response_rules", boolean)
+            ?? settings.defaultResponseRules
         return diagnostics.count == before ? settings : nil
+    }
+
+    // MARK: dns, response_rules
+
+    private func dns(_ node: Node, _ path: KeyPath) -> Configuration.DNSSettings? {
+        let before = diagnostics.count
+        guard let fields = fields(node, path, known: ["resolvers", "timeout", "minimum_ttl", "maximum_ttl", "failure_ttl"])
+        else { return nil }
+        var settings = Configuration.DNSSettings()
+        settings.resolvers = optional(fields, "resolvers") {
+            elements($0, $1, expected: "a list of resolver addresses (host:port)", hostPort)
+        } ?? settings.resolvers
+        settings.timeout = optional(fields, "timeout") { duration($0, $1, .milliseconds(100) ... .seconds(60)) }
+            ?? settings.timeout
+        settings.minimumTTL = optional(fields, "minimum_ttl") { duration($0, $1, .seconds(1) ... .seconds(86_400)) }
+            ?? settings.minimumTTL
+        settings.maximumTTL = optional(fields, "maximum_ttl") { duration($0, $1, .seconds(1) ... .seconds(7 * 86_400)) }
+            ?? settings.maximumTTL
+        settings.failureTTL = optional(fields, "failure_ttl") { duration($0, $1, .seconds(1) ... .seconds(3_600)) }
+            ?? settings.failureTTL
+        if diagnostics.count == before, settings.minimumTTL > settings.maximumTTL {
+            report(node, path, "expected minimum_ttl (\(ConfigSyntax.format(settings.minimumTTL))) to be at most "
+                   + "maximum_ttl (\(ConfigSyntax.format(settings.maximumTTL)))")
+        }
+        return diagnostics.count == before ? settings : nil
+    }
+
+    private func responseRules(_ node: Node, _ path: KeyPath) -> [Configuration.ResponseRule] {
+        guard let items = list(node, path, expected: "a list of response rules") else { return [] }
+        var rules: [Configuration.ResponseRule] = []
+        var firstIndex: [String: Int] = [:]
+        for (index, item) in items.enumerated() {
+            let before = diagnostics.count
+            guard let fields = fields(item, path[index], known: ["name", "code", "enhanced", "text", "action", "delay"])
+            else { continue }
+            let name = optional(fields, "name") {
+                self.name($0, $1, expected: "a rule name matching [A-Za-z0-9._-]{1,64}", maximumLength: 64,
+                          first: Names.isTopicCharacter, rest: Names.isTopicCharacter)
+            } ?? "rule-\(index + 1)"
+            let code = optional(fields, "code") {
+                value($0, $1, expected: "a reply code such as 421 or 4xx") { text throws(ValueError) in
+                    guard let pattern = Configuration.CodePattern(text) else {
+                        throw ValueError("expected a reply code such as 421 or 4xx (three characters, digits or x), got \(Display.quoted(text))")
+                    }
+                    return pattern
+                }
+            }
+            let enhanced = optional(fields, "enhanced") {
+                value($0, $1, expected: "an enhanced status code such as 4.7.28 or 4.7.*") { text throws(ValueError) in
+                    guard let pattern = Configuration.EnhancedCodePattern(text) else {
+                        throw ValueError("expected an enhanced status code such as 4.7.28, 4.7.* or 4.7.65*, got \(Display.quoted(text))")
+                    }
+                    return pattern
+                }
+            }
+            let text = optional(fields, "text") {
+                value($0, $1, expected: "a regular expression", ConfigSyntax.regularExpression)
+            }
+            let action: Configuration.ResponseRule.Action? = required(fields, "action").flatMap { choice($0, fields.path("action")) }
+            let delay = optional(fields, "delay") { duration($0, $1, .seconds(1) ... .seconds(7 * 86_400)) }
+            if fields["code"] == nil && fields["enhanced"] == nil && fields["text"] == nil {
+                report(item, path[index], "expected at least one of code, enhanced or text to match replies, got none")
+            }
+            if let action {
+                let needsDelay = action == .retryLater || action == .suspend
+                if needsDelay && fields["delay"] == nil {
+                    report(item, path[index], "action \(action.rawValue) needs a delay (how long to wait)")
+                } else if !needsDelay, let delayNode = fields["delay"] {
+                    report(delayNode, fields.path("delay"), "action \(action.rawValue) takes no delay; remove it")
+                }
+            }
+            if let first = firstIndex[name], let nameNode = fields["name"] {
+                report(nameNode, fields.path("name"), "duplicate rule name: \"\(name)\" is already used by \(path[first])")
+            }
+            guard diagnostics.count == before, let action else { continue }
+            firstIndex[name] = index
+            rules.append(Configuration.ResponseRule(name: name, code: code, enhanced: enhanced, text: text,
+                                                    action: action, delay: delay))
+        }
+        return rules
     }
 
     private func ingress(_ node: Node, _ path: KeyPath) -> Configuration.IngressSettings? {

@@ -17,11 +17,16 @@ public struct SmarthostConfiguration: Sendable, Equatable {
     public var ingress: IngressSettings
     /// Cluster-wide limits in file order; no two have the same scope.
     public var limits: [Limit]
+    /// How delivery nodes resolve MX hosts for domains without a route.
+    public var dns: DNSSettings
+    /// The operator's reply rules in file order, tried before the built-in ones.
+    public var responseRules: [ResponseRule]
 
     public init(node: NodeSettings, kafka: KafkaSettings, redis: RedisSettings, pools: [String: Pool] = [:],
                 trafficClasses: [String: TrafficClass] = TrafficClass.builtIn, tenants: [String: Tenant],
                 routes: [Route] = [], delivery: DeliverySettings = DeliverySettings(),
-                ingress: IngressSettings = IngressSettings(), limits: [Limit] = []) {
+                ingress: IngressSettings = IngressSettings(), limits: [Limit] = [], dns: DNSSettings = DNSSettings(),
+                responseRules: [ResponseRule] = []) {
         self.node = node
         self.kafka = kafka
         self.redis = redis
@@ -32,6 +37,13 @@ public struct SmarthostConfiguration: Sendable, Equatable {
         self.delivery = delivery
         self.ingress = ingress
         self.limits = limits
+        self.dns = dns
+        self.responseRules = responseRules
+    }
+
+    /// The rules a delivery node applies, in order.
+    public var effectiveResponseRules: [ResponseRule] {
+        responseRules + (delivery.defaultResponseRules ? ResponseRule.builtIn : [])
     }
 }
 
@@ -275,10 +287,40 @@ extension SmarthostConfiguration {
         public var eventLogMaxSize: ByteSize = .mebibytes(64)
         /// ...keeping this many rotated files.
         public var eventLogKeep = 10
+        /// The port of MX hosts (25; other values are for test and lab networks).
+        public var smtpPort = 25
+        /// Whether bounces and expirations send a delivery status notification to the sender.
+        public var sendDSN = true
+        /// A message still queued after this long sends the sender one delay notice; nil: never.
+        public var delayNoticeAfter: Duration?
+        /// Whether the built-in `ResponseRule.builtIn` follow the configured `response_rules`.
+        public var defaultResponseRules = true
 
         public init(defaultNextHop: HostPort? = nil, maxMessagesPerConnection: Int = 100) {
             self.defaultNextHop = defaultNextHop
             self.maxMessagesPerConnection = maxMessagesPerConnection
+        }
+    }
+
+    /// `dns`: the resolvers delivery nodes ask for MX, A and AAAA records, and the cache.
+    public struct DNSSettings: Sendable, Equatable {
+        /// Recursive resolvers to forward to; empty means the system's (/etc/resolv.conf).
+        public var resolvers: [HostPort]
+        /// How long one lookup may take before the domain's messages are deferred (4.4.3).
+        public var timeout: Duration
+        /// Answers are cached for their TTL, clamped to these bounds.
+        public var minimumTTL: Duration
+        public var maximumTTL: Duration
+        /// How long a failed lookup (SERVFAIL, timeout) is remembered before asking again.
+        public var failureTTL: Duration
+
+        public init(resolvers: [HostPort] = [], timeout: Duration = .seconds(5), minimumTTL: Duration = .seconds(5),
+                    maximumTTL: Duration = .seconds(3_600), failureTTL: Duration = .seconds(5)) {
+            self.resolvers = resolvers
+            self.timeout = timeout
+            self.minimumTTL = minimumTTL
+            self.maximumTTL = maximumTTL
+            self.failureTTL = failureTTL
         }
     }
 

@@ -1,3 +1,4 @@
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -350,6 +351,20 @@ public enum ConfigSyntax {
         if text.count > 1, text.hasSuffix(".") { throw failure("remove the trailing dot") }
         if let reason = Names.hostNameProblem(Substring(text), allowUnderscore: false) { throw failure(reason) }
         return text.lowercased()
+    }
+
+    /// Validates a regular expression (ICU syntax, as `NSRegularExpression` reads it) and
+    /// returns it unchanged; the delivery nodes compile it again.
+    public static func regularExpression(_ text: String) throws(ValueError) -> String {
+        guard !text.isEmpty, text.utf8.count <= 1_024 else {
+            throw ValueError("expected a regular expression of 1 to 1024 bytes, got \(Display.quoted(text))")
+        }
+        do {
+            _ = try NSRegularExpression(pattern: text)
+        } catch {
+            throw ValueError("expected a regular expression, got \(Display.quoted(text)), which does not compile")
+        }
+        return text
     }
 
     /// Validates a tenant name: `[a-z0-9][a-z0-9_-]{0,47}`. Tenant names become part of Kafka topic

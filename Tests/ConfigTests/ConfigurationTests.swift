@@ -183,6 +183,23 @@ struct ValidConfigurationTests {
               event_log_max_size: 16GiB
               event_log_keep: 1
               max_queued: 100000000
+              smtp_port: 65535
+              send_dsn: false
+              delay_notice_after: 30d
+              default_response_rules: false
+            dns:
+              resolvers: ["127.0.0.1:5353", "[::1]:53"]
+              timeout: 60s
+              minimum_ttl: 1s
+              maximum_ttl: 7d
+              failure_ttl: 1h
+            response_rules:
+              - name: yahoo-TS03
+                code: 4xx
+                enhanced: "4.7.*"
+                text: '(?i)\\[TS0[1-3]\\]'
+                action: retry_later
+                delay: 7d
             limits:
               - tenant: "0"
                 max_connections: 10000
@@ -211,6 +228,14 @@ struct ValidConfigurationTests {
         #expect(configuration.delivery.tls == .disabled && configuration.delivery.eventLogKeep == 1)
         #expect(configuration.delivery.eventLogMaxSize == .gibibytes(16) && configuration.delivery.maxQueued == 100_000_000)
         #expect(configuration.limits.first?.maxMessagesPerDay == 1)
+        #expect(configuration.delivery.smtpPort == 65_535 && !configuration.delivery.sendDSN)
+        #expect(configuration.delivery.delayNoticeAfter == .seconds(30 * 86_400) && !configuration.delivery.defaultResponseRules)
+        #expect(configuration.dns == .init(resolvers: [HostPort(host: "127.0.0.1", port: 5_353), HostPort(host: "::1", port: 53)],
+                                           timeout: .seconds(60), minimumTTL: .seconds(1), maximumTTL: .seconds(7 * 86_400),
+                                           failureTTL: .seconds(3_600)))
+        #expect(configuration.responseRules == [.init(name: "yahoo-TS03", code: .init("4xx"), enhanced: .init("4.7.*"),
+                                                      text: "(?i)\\[TS0[1-3]\\]", action: .retryLater, delay: .seconds(7 * 86_400))])
+        #expect(configuration.effectiveResponseRules == configuration.responseRules, "default_response_rules: false")
     }
 
     @Test func aByteOrderMarkAndCRLFLineEndingsChangeNoPosition() {
@@ -257,7 +282,7 @@ struct BadCase: Sendable, CustomTestStringConvertible {
 
 @Suite("Invalid files")
 struct InvalidConfigurationTests {
-    static let sections = "node, kafka, redis, pools, traffic_classes, tenants, routes, delivery, ingress, limits"
+    static let sections = "node, kafka, redis, pools, traffic_classes, tenants, routes, delivery, ingress, limits, dns, response_rules"
     static let anchors = "YAML anchors (&name) and aliases (*name) are not supported; write the value out in full"
 
     static let cases: [BadCase] = [
@@ -315,6 +340,29 @@ struct InvalidConfigurationTests {
                 error: #"t.yaml:3:14: node.spool_dir: expected an absolute path such as /var/spool/smarthost, got "var/spool""#),
 
         // Values
+        // Response rules and DNS
+        BadCase(name: "a rule without conditions", yaml: "response_rules:\n  - action: bounce",
+                error: #"t.yaml:2:5: response_rules[0]: expected at least one of code, enhanced or text to match replies, got none"#),
+        BadCase(name: "a rule whose text does not compile", yaml: "response_rules:\n  - text: \"(unclosed\"\n    action: bounce",
+                error: #"t.yaml:2:11: response_rules[0].text: expected a regular expression, got "(unclosed", which does not compile"#),
+        BadCase(name: "suspend without a delay", yaml: "response_rules:\n  - code: 421\n    action: suspend",
+                error: #"t.yaml:2:5: response_rules[0]: action suspend needs a delay (how long to wait)"#),
+        BadCase(name: "bounce with a delay", yaml: "response_rules:\n  - code: 421\n    action: bounce\n    delay: 5m",
+                error: #"t.yaml:4:12: response_rules[0].delay: action bounce takes no delay; remove it"#),
+        BadCase(name: "a reply code out of range", yaml: "response_rules:\n  - code: 6xx\n    action: retry",
+                error: #"t.yaml:2:11: response_rules[0].code: expected a reply code such as 421 or 4xx (three characters, digits or x), got "6xx""#),
+        BadCase(name: "an enhanced code with two parts", yaml: "response_rules:\n  - enhanced: \"4.7\"\n    action: retry",
+                error: #"t.yaml:2:15: response_rules[0].enhanced: expected an enhanced status code such as 4.7.28, 4.7.* or 4.7.65*, got "4.7""#),
+        BadCase(name: "an unknown action", yaml: "response_rules:\n  - code: 421\n    action: retry-later",
+                error: #"t.yaml:3:13: response_rules[0].action: expected one of retry, retry_later, bounce, suspend, got "retry-later" (did you mean "retry_later"?)"#),
+        BadCase(name: "two rules with one name", yaml: "response_rules:\n  - {name: a, code: 421, action: retry}\n  - {name: a, code: 450, action: retry}",
+                error: #"t.yaml:3:12: response_rules[1].name: duplicate rule name: "a" is already used by response_rules[0]"#),
+        BadCase(name: "a resolver without a port", yaml: "dns:\n  resolvers: [127.0.0.1]",
+                error: #"t.yaml:2:15: dns.resolvers[0]: expected host:port such as mail.example.com:25, 192.0.2.1:25 or [2001:db8::1]:25, got "127.0.0.1" (missing :port)"#),
+        BadCase(name: "minimum TTL above maximum", yaml: "dns:\n  minimum_ttl: 2h\n  maximum_ttl: 1h",
+                error: #"t.yaml:2:3: dns: expected minimum_ttl (2h) to be at most maximum_ttl (1h)"#),
+        BadCase(name: "an unknown dns key", yaml: "dns:\n  resolver: [127.0.0.1:53]",
+                error: #"t.yaml:2:3: dns.resolver: unknown key (did you mean "resolvers"?)"#),
         BadCase(name: "bad duration", yaml: "kafka:\n  brokers: [k:9092]\n  delivery_timeout: ten",
                 error: #"t.yaml:3:21: kafka.delivery_timeout: expected a duration such as 500ms, 10s, 5m, 6h or 2d, got "ten""#),
         BadCase(name: "duration out of range", yaml: "kafka:\n  brokers: [k:9092]\n  delivery_timeout: 10m",
