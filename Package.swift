@@ -25,6 +25,7 @@ let package = Package(
                        providers: [.apt(["librdkafka-dev (>= 2.2, or scripts/setup builds it)"])]),
         .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(name: "CUnbound", pkgConfig: "libunbound", providers: [.apt(["libunbound-dev"])]),
 
         .target(name: "Kafka", dependencies: [
             "CRdKafka",
@@ -47,7 +48,11 @@ let package = Package(
         // SMTP as a language: commands, replies, addresses, the DATA stream. No I/O.
         .target(name: "SMTPProtocol"),
         // An accepted message as one Kafka record: written by ingress nodes, read by delivery nodes.
-        .target(name: "QueueRecord", dependencies: ["SMTPProtocol"]),
+        .target(name: "QueueRecord", dependencies: ["SMTPProtocol", .product(name: "Crypto", package: "swift-crypto")]),
+        // Delivery status notifications (RFC 3464, RFC 6533) as message bytes, and when not to send one. No I/O.
+        .target(name: "DSN", dependencies: ["SMTPProtocol"]),
+        // MX, A and AAAA lookups through libunbound, and the mail routes of domains (RFC 5321 §5.1, RFC 7505).
+        .target(name: "DNS", dependencies: ["CUnbound", "SMTPProtocol", .product(name: "DequeModule", package: "swift-collections")]),
         // A delivery node's durable spool: SQLite in WAL mode, group commit (docs/spool.md).
         .target(name: "Spool", dependencies: ["CSQLite", "QueueRecord", "SMTPProtocol"]),
         // SMTP client over SwiftNIO: one outbound connection driving ClientTransaction.
@@ -60,7 +65,7 @@ let package = Package(
         ]),
         // The delivery node: queues, egress pools, routes, connections, outcomes and retries.
         .target(name: "Delivery", dependencies: [
-            "Events", "Kafka", "QueueRecord", "SMTPClient", "SMTPProtocol", "SmarthostConfig", "Spool",
+            "DNS", "DSN", "Events", "Kafka", "QueueRecord", "SMTPClient", "SMTPProtocol", "SmarthostConfig", "Spool",
             .product(name: "DequeModule", package: "swift-collections"),
             .product(name: "HeapModule", package: "swift-collections"),
             .product(name: "Logging", package: "swift-log"),
@@ -110,7 +115,7 @@ let package = Package(
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         .executableTarget(name: "smarthost", dependencies: [
-            "Credentials", "Delivery", "Kafka", "Spool", "Redis", "SmarthostConfig", "Observability", "Ingress", "NodeHTTP",
+            "Credentials", "Delivery", "DNS", "QueueRecord", "Kafka", "Spool", "Redis", "SmarthostConfig", "Observability", "Ingress", "NodeHTTP",
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -134,7 +139,7 @@ let package = Package(
         .testTarget(name: "ConfigTests", dependencies: ["SmarthostConfig", "Credentials"]),
         .testTarget(name: "CredentialsTests", dependencies: ["Credentials"]),
         .testTarget(name: "EventsTests", dependencies: ["Events"]),
-        .testTarget(name: "DeliveryTests", dependencies: ["Delivery", "QueueRecord", "SMTPProtocol", "SmarthostConfig", "Spool", "Events"]),
+        .testTarget(name: "DeliveryTests", dependencies: ["Delivery", "QueueRecord", "SMTPProtocol", "SmarthostConfig", "Spool", "Events", "DNS"]),
         .testTarget(name: "SpoolTests", dependencies: ["Spool", "QueueRecord", "SMTPProtocol"]),
         .testTarget(name: "SMTPClientTests", dependencies: [
             "SMTPClient", "SMTPProtocol", "TestSupport",
@@ -154,6 +159,8 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         .testTarget(name: "ObservabilityTests", dependencies: ["Observability", "TestSupport"]),
+        .testTarget(name: "DSNTests", dependencies: ["DSN", "TestSupport"]),
+        .testTarget(name: "DNSTests", dependencies: ["DNS", "TestSupport"]),
         .testTarget(name: "TestSupportTests", dependencies: ["TestSupport"]),
         // Runs the built `smarthost` binary as an operator would.
         .testTarget(name: "SmarthostCLITests", dependencies: ["TestSupport", "Events", "Kafka", "QueueRecord", "SMTPProtocol"]),

@@ -1,3 +1,4 @@
+import Crypto
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -15,7 +16,21 @@ public struct MessageID: Sendable, Hashable, Comparable, CustomStringConvertible
         var random = SystemRandomNumberGenerator()
         let high = UInt128(milliseconds & 0xFFFF_FFFF_FFFF) << 80
         let low = UInt128(random.next() as UInt64) << 16 | UInt128(random.next() as UInt16)
-        var value = high | low
+        return make(high | low)
+    }
+
+    /// The id of a message this node makes about another one (a delivery status notification):
+    /// the original's time and 80 bits of SHA-256 of the original id and `purpose`, so that
+    /// making it twice (after a crash, or a second attempt that bounces the same recipients)
+    /// gives the same id, which the spool keeps only once.
+    public static func derived(from original: MessageID, purpose: String) -> MessageID {
+        let digest = Array(SHA256.hash(data: Array((original.text + "\u{0}" + purpose).utf8)))
+        let random = digest.prefix(10).reduce(UInt128(0)) { $0 << 8 | UInt128($1) }
+        return make(UInt128(original.milliseconds & 0xFFFF_FFFF_FFFF) << 80 | random)
+    }
+
+    private static func make(_ value: UInt128) -> MessageID {
+        var value = value
         var characters = [UInt8](repeating: 0, count: 26)
         for index in stride(from: 25, through: 0, by: -1) {
             characters[index] = alphabet[Int(value & 31)]

@@ -13,6 +13,16 @@ import Testing
         #expect(Set((0..<10_000).map { _ in MessageID.generate(milliseconds: 1) }).count == 10_000, "80 random bits per millisecond")
     }
 
+    @Test func derivedIdsAreStablePerPurposeAndParsable() throws {
+        let original = MessageID.generate(milliseconds: 1_795_000_000_000)
+        let bounce = MessageID.derived(from: original, purpose: "failed a@example.com")
+        #expect(bounce == MessageID.derived(from: original, purpose: "failed a@example.com"))
+        #expect(bounce != MessageID.derived(from: original, purpose: "failed b@example.com"))
+        #expect(bounce != MessageID.derived(from: MessageID.generate(milliseconds: 1_795_000_000_000), purpose: "failed a@example.com"))
+        #expect(bounce.milliseconds == original.milliseconds && bounce != original)
+        #expect(MessageID(parsing: bounce.text) == bounce)
+    }
+
     @Test(arguments: ["", "01ARZ3NDEKTSV4RRFFQ69G5FA", "01ARZ3NDEKTSV4RRFFQ69G5FAVX", "01arz3ndektsv4rrffq69g5fav", "81ARZ3NDEKTSV4RRFFQ69G5FAV", "01ARZ3NDEKTSV4RRFFQ69G5FAU", "01ARZ3NDEKTSV4RRFFQ69G5FA "])
     func malformedIdsAreRefused(_ text: String) {
         #expect(MessageID(parsing: text) == nil)
