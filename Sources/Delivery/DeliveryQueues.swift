@@ -71,12 +71,19 @@ public struct DeliveryQueues: Sendable {
         static func == (a: Self, b: Self) -> Bool { a.sequence == b.sequence }
     }
 
+    /// A scheduled queue keeps one heap per lane, so that a due transactional entry is not
+    /// behind every due bulk entry of the same tenant, job and domain.
+    private struct ScheduledQueue: Sendable {
+        var lanes: [Heap<Scheduled>] = Array(repeating: Heap(), count: AcceptedMessage.Lane.allCases.count)
+        var count = 0
+    }
+
     private struct ReadyQueue: Sendable {
         var lanes: [Deque<QueueEntry>] = Array(repeating: [], count: AcceptedMessage.Lane.allCases.count)
         var count = 0
 
         mutating func append(_ entry: QueueEntry) {
-            lanes[Self.index(entry.lane)].append(entry)
+            lanes[entry.lane.index].append(entry)
             count += 1
         }
 
@@ -89,18 +96,18 @@ public struct DeliveryQueues: Sendable {
             }
             return nil
         }
+    }
 
-        static func index(_ lane: AcceptedMessage.Lane) -> Int {
-            switch lane {
-            case .high: 0
-            case .normal: 1
-            case .low: 2
-            }
-        }
+    /// What a promotion did: entries moved (to ready queues or the held set), and entries
+    /// whose route failed (an NXDOMAIN, a null MX, a DNS timeout), now in flight for the
+    /// caller to record with the reply.
+    public struct Promotion: Sendable {
+        public var moved = 0
+        public var failed: [(entry: QueueEntry, reply: SMTPReply)] = []
     }
 
     public let readyQueueSize: Int
-    private var scheduled: [ScheduledQueueName: Heap<Scheduled>] = [:]
+    private var scheduled: [ScheduledQueueName: ScheduledQueue] = [:]
     private var ready: [SiteKey: ReadyQueue] = [:]
     private var inFlight: [QueueEntry.Key: QueueEntry] = [:]
     private var held: [QueueEntry.Key: Parked] = [:]
@@ -116,49 +123,59 @@ public struct DeliveryQueues: Sendable {
     /// Puts an entry in its scheduled queue, due at `entry.dueAt`.
     public mutating func schedule(_ entry: QueueEntry) {
         sequence += 1
-        let item = Scheduled(entry: entry, sequence: sequence)
-        if scheduled[entry.queue]?.insert(item) == nil {
-            scheduled[entry.queue] = Heap([item])
-            counts.scheduledQueues += 1
-        }
+        if scheduled[entry.queue] == nil { counts.scheduledQueues += 1 }
+        scheduled[entry.queue, default: ScheduledQueue()].lanes[entry.lane.index].insert(Scheduled(entry: entry, sequence: sequence))
+        scheduled[entry.queue]!.count += 1
         counts.scheduled += 1
     }
 
     /// Moves entries whose time has come from their scheduled queues to the ready queue of
-    /// their site, as long as it has room; entries without a route go to the held set.
-    /// Returns how many entries moved.
+    /// their site, higher lanes first, as long as the site's ready queue has room in that
+    /// lane (each lane has its own bound, so a full bulk lane never keeps a transactional
+    /// entry out). Entries without a route go to the held set; entries whose route failed
+    /// go in flight and are returned for the caller to record.
     @discardableResult
-    public mutating func promote(now: UInt64, route: (String) -> RouteDecision) -> Int {
-        var moved = 0
+    public mutating func promote(now: UInt64, route: (String) -> RouteDecision,
+                                 accepts: (SiteKey) -> Bool = { _ in true }) -> Promotion {
+        var promotion = Promotion()
         for name in Array(scheduled.keys) {
             // The route depends only on the domain, the same for the whole queue.
             let decision = route(name.domain)
-            entries: while let head = scheduled[name]?.min, head.entry.dueAt <= now {
-                switch decision {
-                case .wait:
-                    break entries
-                case .hold(let reason):
-                    popScheduled(name)
-                    held[head.entry.key] = Parked(entry: head.entry, reason: reason, since: now)
-                    counts.held += 1
-                case .nextHop(let hop):
-                    let site = SiteKey(pool: head.entry.pool, site: hop)
-                    guard (ready[site]?.count ?? 0) < readyQueueSize else { break entries }
-                    popScheduled(name)
-                    if ready[site] == nil { counts.readyQueues += 1 }
-                    ready[site, default: ReadyQueue()].append(head.entry)
-                    counts.ready += 1
+            if case .wait = decision { continue }
+            for lane in AcceptedMessage.Lane.allCases {
+                entries: while let head = scheduled[name]?.lanes[lane.index].min, head.entry.dueAt <= now {
+                    switch decision {
+                    case .wait:
+                        break entries
+                    case .hold(let reason):
+                        popScheduled(name, lane)
+                        held[head.entry.key] = Parked(entry: head.entry, reason: reason, since: now)
+                        counts.held += 1
+                    case .fail(let reply):
+                        popScheduled(name, lane)
+                        inFlight[head.entry.key] = head.entry
+                        counts.inFlight += 1
+                        promotion.failed.append((head.entry, reply))
+                    case .deliver(let site):
+                        let key = SiteKey(pool: head.entry.pool, site: site)
+                        guard accepts(key), (ready[key]?.lanes[lane.index].count ?? 0) < readyQueueSize else { break entries }
+                        popScheduled(name, lane)
+                        if ready[key] == nil { counts.readyQueues += 1 }
+                        ready[key, default: ReadyQueue()].append(head.entry)
+                        counts.ready += 1
+                    }
+                    promotion.moved += 1
                 }
-                moved += 1
             }
         }
-        return moved
+        return promotion
     }
 
-    private mutating func popScheduled(_ name: ScheduledQueueName) {
-        _ = scheduled[name]?.removeMin()
+    private mutating func popScheduled(_ name: ScheduledQueueName, _ lane: AcceptedMessage.Lane) {
+        _ = scheduled[name]?.lanes[lane.index].removeMin()
+        scheduled[name]!.count -= 1
         counts.scheduled -= 1
-        if scheduled[name]?.isEmpty == true {
+        if scheduled[name]!.count == 0 {
             scheduled[name] = nil
             counts.scheduledQueues -= 1
         }
@@ -188,6 +205,19 @@ public struct DeliveryQueues: Sendable {
         var taken: [QueueEntry] = []
         while let entry = take(from: site) { taken.append(entry) }
         return taken
+    }
+
+    /// Every entry waiting for `site` back to its scheduled queue, due at `dueAt`, unattempted:
+    /// the site was suspended. Returns how many moved.
+    @discardableResult
+    public mutating func returnToScheduled(from site: SiteKey, dueAt: UInt64) -> Int {
+        let taken = takeAll(from: site)
+        for var entry in taken {
+            land(entry.key)
+            entry.dueAt = dueAt
+            schedule(entry)
+        }
+        return taken.count
     }
 
     /// Ends an entry's flight: the caller recorded its outcome and reschedules it if needed.
@@ -230,7 +260,9 @@ public struct DeliveryQueues: Sendable {
 
     /// Every entry, with where it is: for views, the reconciler and tests.
     public func forEachEntry(_ body: (QueueEntry, EntryState) -> Void) {
-        for heap in scheduled.values { for item in heap.unordered { body(item.entry, .scheduled) } }
+        for queue in scheduled.values {
+            for heap in queue.lanes { for item in heap.unordered { body(item.entry, .scheduled) } }
+        }
         for queue in ready.values { for lane in queue.lanes { for entry in lane { body(entry, .ready) } } }
         for entry in inFlight.values { body(entry, .inFlight) }
         for parked in held.values { body(parked.entry, .held) }
@@ -239,4 +271,15 @@ public struct DeliveryQueues: Sendable {
 
     public var heldEntries: [Parked] { Array(held.values) }
     public var limboEntries: [Parked] { Array(limbo.values) }
+}
+
+extension AcceptedMessage.Lane {
+    /// Position in the per-lane arrays, highest priority first.
+    var index: Int {
+        switch self {
+        case .high: 0
+        case .normal: 1
+        case .low: 2
+        }
+    }
 }

@@ -83,12 +83,33 @@ public struct NextHop: Sendable, Hashable, CustomStringConvertible {
     public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 }
 
-/// A ready queue: one per egress pool and site (next hop), feeding that site's connections.
+/// Where a ready queue's connections go, by name: `host:port` for a configured next hop, the
+/// MX host names in preference order for a resolved domain (two domains on the same MX hosts
+/// share one site, its connections and its limits).
+public struct Site: Sendable, Hashable, Comparable, CustomStringConvertible {
+    public var name: String
+    public var requireTLS: Bool
+
+    public init(name: String, requireTLS: Bool = false) {
+        self.name = name
+        self.requireTLS = requireTLS
+    }
+
+    public init(_ hop: NextHop) {
+        self.init(name: hop.description, requireTLS: hop.requireTLS)
+    }
+
+    public var description: String { name }
+
+    public static func < (a: Self, b: Self) -> Bool { a.name == b.name ? !a.requireTLS && b.requireTLS : a.name < b.name }
+}
+
+/// A ready queue: one per egress pool and site, feeding that site's connections.
 public struct SiteKey: Sendable, Hashable, Comparable, CustomStringConvertible {
     public var pool: String
-    public var site: NextHop
+    public var site: Site
 
-    public init(pool: String, site: NextHop) {
+    public init(pool: String, site: Site) {
         self.pool = pool
         self.site = site
     }

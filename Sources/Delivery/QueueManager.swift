@@ -1,3 +1,5 @@
+import DNS
+import DSN
 import Events
 import Logging
 import Metrics
@@ -27,6 +29,12 @@ public actor QueueManager {
         public var defaultEHLOName: String
         public var tenantPools: [String: String]
         public var schedules: [String: RetrySchedule]
+        /// The port of MX hosts.
+        public var smtpPort: Int
+        public var classifier: ResponseClassifier
+        /// Builds the notifications to senders; nil when `delivery.send_dsn` is false.
+        public var notifications: DSNBuilder?
+        public var delayNoticeAfter: Duration?
 
         public init(configuration: SmarthostConfiguration) {
             let delivery = configuration.delivery
@@ -42,30 +50,49 @@ public actor QueueManager {
             defaultEHLOName = configuration.ingress.hostname ?? configuration.node.id
             tenantPools = configuration.tenants.compactMapValues(\.pool)
             schedules = configuration.trafficClasses.mapValues(RetrySchedule.init)
+            smtpPort = delivery.smtpPort
+            // The loader has compiled every rule's expression already.
+            classifier = try! ResponseClassifier(rules: configuration.effectiveResponseRules)
+            notifications = delivery.sendDSN ? DSNBuilder(
+                reportingMTA: defaultEHLOName, postmaster: Mailbox(localPart: "MAILER-DAEMON", domain: defaultEHLOName),
+                messageIDDomain: defaultEHLOName) : nil
+            delayNoticeAfter = delivery.delayNoticeAfter
         }
     }
 
     /// What a delivery attempt's connection looked like, for the events.
     struct Attempt: Sendable {
-        var site: SiteKey
+        /// Nil when the route itself failed (no site was chosen).
+        var site: SiteKey?
         var peer: String?
         var tls: Bool
+        /// The host connected to (an MX host name, or the next hop as configured).
+        var host: String? = nil
     }
 
     public let settings: Settings
     private var queues: DeliveryQueues
     private let spool: Spool
     private let events: EventPublisher
-    private let resolver: any NextHopResolver
+    private let staticRoutes: StaticRoutes
+    private let mailRouter: (any MailRouter)?
     private let clock: @Sendable () -> UInt64
     private let logger: Logger
     private var connections: [SiteKey: Int] = [:]
-    /// Next hops whose connections failed: not tried again before `until`. Only the entries
+    /// How each site with entries is reached (refreshed whenever a route is decided).
+    private var targets: [Site: SiteTargets] = [:]
+    /// MX answers by domain, reused until their TTL ends; domains being resolved.
+    private var mailRoutes: [String: MailRoute] = [:]
+    private var resolving: Set<String> = []
+    /// Sites whose connections failed: not tried again before `until`. Only the entries
     /// waiting when a connection failed get a TransientFailure; the rest wait, unattempted,
     /// in their scheduled queues (PowerMTA's backoff mode), so an unreachable destination
     /// does not cost an attempt per message per retry.
-    private var backoff: [NextHop: (until: UInt64, interval: UInt64)] = [:]
+    private var backoff: [SiteKey: (until: UInt64, interval: UInt64)] = [:]
+    /// Sites a response rule suspended (rate limited, reputation): no connection before `until`.
+    private var suspended: [SiteKey: (until: UInt64, rule: String)] = [:]
     private var stopping = false
+    private var random = SystemRandomNumberGenerator()
 
     private let recipientCounters = (
         delivered: Counter(label: "smarthost_delivery_recipients_total", dimensions: [("outcome", "delivered")]),
@@ -77,15 +104,21 @@ public actor QueueManager {
         ($0, Gauge(label: "smarthost_queue_entries", dimensions: [("state", $0.rawValue)]))
     }
     private let connectionGauge = Gauge(label: "smarthost_delivery_connections")
+    private let suspendedGauge = Gauge(label: "smarthost_delivery_sites_suspended")
+    private let notificationCounter = Counter(label: "smarthost_delivery_dsn_total")
+    private let notificationFailures = Counter(label: "smarthost_delivery_dsn_failures_total")
 
-    public init(settings: Settings, spool: Spool, events: EventPublisher, resolver: any NextHopResolver,
-                clock: @escaping @Sendable () -> UInt64 = { MessageID.currentMilliseconds() },
+    /// `mailRouter` resolves the domains that `staticRoutes` does not name; without one, their
+    /// entries are held.
+    public init(settings: Settings, spool: Spool, events: EventPublisher, staticRoutes: StaticRoutes,
+                mailRouter: (any MailRouter)?, clock: @escaping @Sendable () -> UInt64 = { MessageID.currentMilliseconds() },
                 logger: Logger = Logger(label: "smarthost.delivery")) {
         self.settings = settings
         queues = DeliveryQueues(readyQueueSize: settings.readyQueueSize)
         self.spool = spool
         self.events = events
-        self.resolver = resolver
+        self.staticRoutes = staticRoutes
+        self.mailRouter = mailRouter
         self.clock = clock
         self.logger = logger
     }
@@ -129,24 +162,85 @@ public actor QueueManager {
     public func pump() {
         guard !stopping else { return }
         let now = clock()
-        queues.promote(now: now) { domain in
-            let decision = resolver.route(domain: domain)
-            if case .nextHop(let hop) = decision, let wait = backoff[hop], wait.until > now { return .wait }
-            return decision
+        let promotion = queues.promote(now: now, route: { route($0, now: now) }, accepts: { !isPaused($0, now: now) })
+        if !promotion.failed.isEmpty {
+            Task { await self.recordRouteFailures(promotion.failed) }
         }
         for (site, waiting) in queues.readySites {
+            guard let siteTargets = targets[site.site] else { continue }
             let open = connections[site, default: 0]
-            // One connection per waiting message, up to the limit: a short queue does not open
-            // connections it cannot use.
-            let wanted = min(settings.maxConnectionsPerSite, waiting + open) - open
+            // A connection per waiting message, counting those already open (still in their
+            // handshake, or about to take the next message), up to the limit: a short queue
+            // does not open connections it cannot use.
+            let wanted = min(settings.maxConnectionsPerSite, waiting) - open
             for _ in 0..<max(wanted, 0) {
                 connections[site, default: 0] += 1
                 let client = clientSettings(for: site)
-                Task { await self.runConnection(site: site, settings: client) }
+                let candidates = siteTargets.candidates(using: &random)
+                Task { await self.runConnection(site: site, candidates: candidates, settings: client) }
             }
         }
         for (state, gauge) in depthGauges { gauge.record(queues.counts[state]) }
         connectionGauge.record(openConnections)
+        suspendedGauge.record(suspended.values.filter { $0.until > now }.count)
+    }
+
+    /// A domain's route: a static route, else its MX answer while its TTL lasts (a lookup is
+    /// started when there is none, and the domain's entries wait for it).
+    private func route(_ domain: String, now: UInt64) -> RouteDecision {
+        if let hop = staticRoutes.nextHop(domain: domain) {
+            let site = Site(hop)
+            targets[site] = .nextHop(hop)
+            return .deliver(site)
+        }
+        guard let mailRouter else {
+            return .hold(reason: "no route for \(domain): no static route, no delivery.default_next_hop and no MX resolution")
+        }
+        if let answer = mailRoutes[domain], answer.validUntil > now {
+            switch answer.result {
+            case .hosts(let name, let hosts):
+                let site = Site(name: name)
+                targets[site] = .exchanges(hosts, port: settings.smtpPort)
+                return .deliver(site)
+            case .failed(let reply):
+                return .fail(reply)
+            }
+        }
+        if resolving.insert(domain).inserted {
+            Task {
+                let answer = await mailRouter.route(for: domain)
+                self.resolved(domain, answer)
+            }
+        }
+        return .wait
+    }
+
+    private func resolved(_ domain: String, _ answer: MailRoute) {
+        resolving.remove(domain)
+        mailRoutes[domain] = answer
+        if case .failed(let reply) = answer.result {
+            logger.notice("no mail route", metadata: ["domain": "\(domain)", "reply": "\(reply)"])
+        }
+        pump()
+    }
+
+    private func isPaused(_ site: SiteKey, now: UInt64) -> Bool {
+        if let until = backoff[site]?.until, until > now { return true }
+        if let until = suspended[site]?.until, until > now { return true }
+        return false
+    }
+
+    /// Entries whose route failed: a 5xx bounces them, a 4xx retries them on schedule.
+    private func recordRouteFailures(_ failed: [(entry: QueueEntry, reply: SMTPReply)]) async {
+        await withTaskGroup(of: Void.self) { group in
+            for (entry, reply) in failed {
+                group.addTask {
+                    let attempt = Attempt(site: nil, peer: nil, tls: false)
+                    await self.record(entry, outcomes: entry.recipients.map { _ in ClientTransaction.Outcome(reply) },
+                                      attempt: attempt, tried: true, classify: false)
+                }
+            }
+        }
     }
 
     private func clientSettings(for site: SiteKey) -> SMTPClientSettings {
@@ -163,7 +257,7 @@ public actor QueueManager {
     // MARK: - Connections
 
     private func take(_ site: SiteKey) -> QueueEntry? {
-        stopping ? nil : queues.take(from: site)
+        stopping || isPaused(site, now: clock()) ? nil : queues.take(from: site)
     }
 
     private func connectionEnded(_ site: SiteKey) {
@@ -172,66 +266,97 @@ public actor QueueManager {
         pump()
     }
 
-    /// One connection's life: open it, send what the site's ready queue holds (up to the
-    /// per-connection limit), close it. A connection that cannot be opened fails every entry
-    /// waiting for the site: they are retried on their schedule.
-    private nonisolated func runConnection(site: SiteKey, settings client: SMTPClientSettings) async {
-        var opened = false
-        do {
-            try await SMTPClientSession.withSession(host: site.site.host, port: site.site.port, settings: client) { session in
-                opened = true
-                await reached(site)
-                var idle = 0
-                while session.isUsable && session.messagesSent < settings.maxMessagesPerConnection {
-                    guard let entry = await take(site) else {
-                        // Keep the connection a moment for mail about to be promoted.
-                        idle += 1
-                        if idle > 5 { break }
-                        try await Task.sleep(for: .milliseconds(50))
-                        continue
-                    }
-                    idle = 0
-                    let attempt = Attempt(site: site, peer: session.peer, tls: session.tlsActive)
-                    let content: [UInt8]?
-                    do {
-                        content = try await spool.content(of: entry.id)
-                    } catch {
-                        let reply = SMTPReply(451, EnhancedStatusCode(4, 3, 0), "Local spool error: \(error)")
-                        await record(entry, outcomes: entry.recipients.map { _ in .transientFailure(reply) }, attempt: attempt, tried: false)
-                        continue
-                    }
-                    guard let content else {
-                        await vanished(entry)
-                        continue
-                    }
-                    let message = OutboundMessage(sender: entry.sender, recipients: entry.recipients, content: content,
-                                                  eightBit: entry.eightBit, smtputf8: entry.smtputf8)
-                    do {
-                        let outcomes = try await session.send(message)
-                        // The connection goes on while the spool fsyncs the outcome (the entry
-                        // stays in flight until then), so one connection's throughput is not one
-                        // message per fsync; concurrent outcomes share a group commit.
-                        Task { await self.record(entry, outcomes: outcomes, attempt: attempt, tried: true) }
-                    } catch let error as SMTPClientError {
-                        await record(entry, outcomes: entry.recipients.map { _ in .transientFailure(error.reply) }, attempt: attempt, tried: true)
-                        throw error
-                    }
+    /// One connection's life: open it (trying the site's addresses in order until one
+    /// answers), send what the site's ready queue holds (up to the per-connection limit),
+    /// close it. When no address can be opened, every entry waiting for the site fails: they
+    /// are retried on their schedule.
+    private nonisolated func runConnection(site: SiteKey, candidates: [ConnectionCandidate], settings client: SMTPClientSettings) async {
+        var failure: SMTPClientError?
+        for candidate in candidates {
+            var opened = false
+            do {
+                try await SMTPClientSession.withSession(host: candidate.address, port: candidate.port, settings: client) { session in
+                    opened = true
+                    await reached(site)
+                    try await send(on: session, to: site, host: candidate.host)
                 }
+                failure = nil
+                break
+            } catch let error as SMTPClientError where !opened {
+                // Not connected, or refused before any message (greeting, EHLO, STARTTLS): the
+                // next address may do better (RFC 5321 §5.1).
+                logger.info("could not open a session", metadata: [
+                    "site": "\(site)", "host": "\(candidate.host)", "address": "\(candidate.address)", "error": "\(error)",
+                ])
+                failure = error
+            } catch {
+                logger.info("connection ended by an error", metadata: ["site": "\(site)", "error": "\(error)"])
+                failure = nil
+                break
             }
-        } catch let error as SMTPClientError where !opened || error.stage == .greeting || error.stage == .ehlo || error.stage == .starttls {
-            await connectionFailed(site, error: error)
-        } catch {
-            logger.info("connection ended by an error", metadata: ["site": "\(site)", "error": "\(error)"])
         }
+        if let failure { await connectionFailed(site, error: failure) }
         await connectionEnded(site)
     }
 
+    /// Sends the site's ready entries on an open session until the queue is empty for a
+    /// moment, the per-connection limit is reached or the session is unusable.
+    private nonisolated func send(on session: SMTPClientSession, to site: SiteKey, host: String) async throws {
+        var idle = 0
+        while session.isUsable && session.messagesSent < settings.maxMessagesPerConnection {
+            guard let entry = await take(site) else {
+                // Keep the connection a moment for mail about to be promoted.
+                idle += 1
+                if idle > 5 { return }
+                try await Task.sleep(for: .milliseconds(50))
+                continue
+            }
+            idle = 0
+            let attempt = Attempt(site: site, peer: session.peer, tls: session.tlsActive, host: host)
+            let content: [UInt8]?
+            do {
+                content = try await spool.content(of: entry.id)
+            } catch {
+                let reply = SMTPReply(451, EnhancedStatusCode(4, 3, 0), "Local spool error: \(error)")
+                await record(entry, outcomes: entry.recipients.map { _ in .transientFailure(reply) }, attempt: attempt,
+                             tried: false, classify: false)
+                continue
+            }
+            guard let content else {
+                await vanished(entry)
+                continue
+            }
+            let message = OutboundMessage(sender: entry.sender, recipients: entry.recipients, content: content,
+                                          eightBit: entry.eightBit, smtputf8: entry.smtputf8)
+            do {
+                let outcomes = try await session.send(message)
+                // The connection goes on while the spool fsyncs the outcome (the entry stays in
+                // flight until then), so one connection's throughput is not one message per
+                // fsync; concurrent outcomes share a group commit.
+                Task { await self.record(entry, outcomes: outcomes, attempt: attempt, tried: true, classify: true) }
+            } catch let error as SMTPClientError {
+                await record(entry, outcomes: entry.recipients.map { _ in .transientFailure(error.reply) }, attempt: attempt,
+                             tried: true, classify: error.isServerReply)
+                throw error
+            }
+        }
+    }
+
     /// The site could not be reached or refused the session: every entry waiting for it gets
-    /// the error as a transient failure.
+    /// the error as a transient failure, and the site backs off. A refusal in the server's own
+    /// words that a rule says means "suspend" (a 421 rate limit at the greeting) suspends it
+    /// instead, and the waiting entries go back to their queues unattempted.
     private func connectionFailed(_ site: SiteKey, error: SMTPClientError) async {
+        if case .refused(let reply) = error.kind {
+            let verdict = settings.classifier.classify(reply)
+            if verdict.action == .suspend, let rule = verdict.rule, let delay = verdict.delay {
+                suspend(site, for: delay, rule: rule, reply: reply)
+                return
+            }
+        }
         let waiting = queues.takeAll(from: site)
-        let interval = min((backoff[site.site]?.interval ?? 0) * 2, Self.maximumBackoff)
-        backoff[site.site] = (until: clock() + max(interval, Self.firstBackoff), interval: max(interval, Self.firstBackoff))
+        let interval = min((backoff[site]?.interval ?? 0) * 2, Self.maximumBackoff)
+        backoff[site] = (until: clock() + max(interval, Self.firstBackoff), interval: max(interval, Self.firstBackoff))
         logger.notice("connection failed", metadata: [
             "site": "\(site)", "error": "\(error)", "deferred": "\(waiting.count)",
         ])
@@ -240,10 +365,23 @@ public actor QueueManager {
         await withTaskGroup(of: Void.self) { group in
             for entry in waiting {
                 group.addTask {
-                    await self.record(entry, outcomes: entry.recipients.map { _ in .transientFailure(error.reply) }, attempt: attempt, tried: true)
+                    await self.record(entry, outcomes: entry.recipients.map { _ in .transientFailure(error.reply) }, attempt: attempt,
+                                      tried: true, classify: false)
                 }
             }
         }
+    }
+
+    /// No connection to `site` until the delay has passed; what waits in its ready queue goes
+    /// back to the scheduled queues for then.
+    private func suspend(_ site: SiteKey, for delay: Duration, rule: String, reply: SMTPReply) {
+        let until = clock() + UInt64(delay.milliseconds)
+        guard until > suspended[site]?.until ?? 0 else { return }
+        suspended[site] = (until, rule)
+        let returned = queues.returnToScheduled(from: site, dueAt: until)
+        logger.notice("site suspended by a response rule", metadata: [
+            "site": "\(site)", "rule": "\(rule)", "until": "\(until)", "reply": "\(reply)", "returned": "\(returned)",
+        ])
     }
 
     static let firstBackoff: UInt64 = 1_000
@@ -251,7 +389,7 @@ public actor QueueManager {
 
     /// A session opened: the next hop is reachable again.
     private func reached(_ site: SiteKey) {
-        backoff[site.site] = nil
+        backoff[site] = nil
     }
 
     /// The spool no longer has the message (deleted by an operator): nothing to deliver.
@@ -262,56 +400,90 @@ public actor QueueManager {
 
     // MARK: - Outcomes
 
+    /// A recipient's non-2xx outcome, as the response rules read it.
+    private struct Failure {
+        var recipient: Mailbox
+        var reply: SMTPReply
+        var verdict: ResponseClassifier.Verdict
+    }
+
     /// Records an attempt: events per recipient, the spool updated (recipients made final,
     /// attempts, next attempt), then the entry rescheduled or done. `tried` is false when the
-    /// failure was local and the attempt does not count.
-    func record(_ entry: QueueEntry, outcomes: [ClientTransaction.Outcome], attempt: Attempt, tried: Bool) async {
+    /// failure was local and the attempt does not count; `classify` is false when the reply
+    /// is this node's own (a connection or DNS failure), which the response rules do not read.
+    func record(_ entry: QueueEntry, outcomes: [ClientTransaction.Outcome], attempt: Attempt, tried: Bool, classify: Bool) async {
         outcomesBeingRecorded += 1
         defer { outcomesBeingRecorded -= 1 }
         let now = clock()
-        let attempts = entry.attempts + (tried ? 1 : 0)
         let schedule = settings.schedules[entry.trafficClass] ?? settings.schedules["bulk"]!
         var finals: [Mailbox] = []
-        var deferred: [(Mailbox, SMTPReply)] = []
+        var bounced: [Failure] = []
+        var deferred: [Failure] = []
         var published: [MessageEvent] = []
         for (recipient, outcome) in zip(entry.recipients, outcomes) {
+            let reply: SMTPReply
             switch outcome {
-            case .delivered(let reply):
+            case .delivered(let delivered):
                 finals.append(recipient)
-                published.append(event(.delivery, entry, recipient, reply, attempt, attempts, now))
+                published.append(event(.delivery, entry, recipient, delivered, attempt, entry.attempts + 1, now))
                 recipientCounters.delivered.increment()
-            case .permanentFailure(let reply):
-                finals.append(recipient)
-                published.append(event(.bounce, entry, recipient, reply, attempt, attempts, now))
-                recipientCounters.bounced.increment()
-            case .transientFailure(let reply):
-                deferred.append((recipient, reply))
+                continue
+            case .permanentFailure(let failed), .transientFailure(let failed):
+                reply = failed
             }
+            let verdict = classify
+                ? settings.classifier.classify(reply)
+                : ResponseClassifier.Verdict(action: reply.isPermanent ? .bounce : .retry, delay: nil, rule: nil)
+            let failure = Failure(recipient: recipient, reply: reply, verdict: verdict)
+            if verdict.isFinal { bounced.append(failure) } else { deferred.append(failure) }
         }
+        // A suspension is the destination asking us to back off, not a failed attempt.
+        let suspendedOnly = !deferred.isEmpty && bounced.isEmpty && finals.isEmpty
+            && deferred.allSatisfy { $0.verdict.action == .suspend }
+        let attempts = entry.attempts + (tried && !suspendedOnly ? 1 : 0)
+        for failure in bounced {
+            finals.append(failure.recipient)
+            published.append(event(.bounce, entry, failure.recipient, failure.reply, attempt, attempts, now, rule: failure.verdict.rule))
+            recipientCounters.bounced.increment()
+        }
+        var expired: [Failure] = []
         var nextAttempt: UInt64 = 0
         if !deferred.isEmpty {
-            switch schedule.decide(afterAttempt: max(attempts, 1), now: now, receivedAt: entry.receivedAt) {
+            for failure in deferred where failure.verdict.action == .suspend {
+                if let site = attempt.site, let delay = failure.verdict.delay, let rule = failure.verdict.rule {
+                    suspend(site, for: delay, rule: rule, reply: failure.reply)
+                }
+            }
+            let notBefore = deferred.compactMap { $0.verdict.delay.map { now + UInt64($0.milliseconds) } }.max() ?? 0
+            let planned = suspendedOnly ? notBefore : max(now + schedule.delay(afterAttempt: max(attempts, 1)), notBefore)
+            switch schedule.decide(nextAttemptAt: planned, receivedAt: entry.receivedAt) {
             case .retry(let at):
                 nextAttempt = at
-                for (recipient, reply) in deferred {
-                    var transient = event(.transientFailure, entry, recipient, reply, attempt, attempts, now)
+                for failure in deferred {
+                    var transient = event(.transientFailure, entry, failure.recipient, failure.reply, attempt, attempts, now,
+                                          rule: failure.verdict.rule)
                     transient.nextAttemptAt = Int64(at)
                     published.append(transient)
                     recipientCounters.deferred.increment()
                 }
             case .expire:
-                for (recipient, reply) in deferred {
-                    finals.append(recipient)
-                    published.append(event(.expiration, entry, recipient, reply, attempt, attempts, now))
+                for failure in deferred {
+                    finals.append(failure.recipient)
+                    published.append(event(.expiration, entry, failure.recipient, failure.reply, attempt, attempts, now,
+                                           rule: failure.verdict.rule))
                     recipientCounters.expired.increment()
                 }
+                expired = deferred
                 deferred = []
             }
         }
         var next = entry
-        next.recipients = deferred.map(\.0)
+        next.recipients = deferred.map(\.recipient)
         next.attempts = attempts
         next.dueAt = nextAttempt
+        // Notifications are spooled before the outcome: a crash in between makes the next
+        // attempt produce the same notification id, which the spool keeps once.
+        await notifySender(entry, failed: bounced + expired, delayed: deferred, attempt: attempt, now: now, events: &published)
         do {
             _ = try await spool.settle(entry.id, finalRecipients: finals, attempts: attempts, nextAttemptAt: nextAttempt)
             queues.land(entry.key)
@@ -327,19 +499,89 @@ public actor QueueManager {
         events.publish(published)
     }
 
+    /// Queues delivery status notifications for the sender: one about the recipients that
+    /// failed for good, one (once per message and domain) about those still being retried
+    /// after `delivery.delay_notice_after`. The events of those recipients name the DSN.
+    private func notifySender(_ entry: QueueEntry, failed: [Failure], delayed: [Failure], attempt: Attempt, now: UInt64,
+                              events: inout [MessageEvent]) async {
+        guard let builder = settings.notifications, entry.sender != nil else { return }
+        let remoteMTA = attempt.peer == nil ? nil : attempt.host
+        if !failed.isEmpty {
+            let statuses = failed.map {
+                RecipientStatus(recipient: $0.recipient, action: .failed, reply: $0.reply, remoteMTA: remoteMTA, lastAttemptDate: now)
+            }
+            let purpose = "failed " + failed.map(\.recipient.description).sorted().joined(separator: " ")
+            if let id = await queueNotification(about: entry, statuses, purpose: purpose, builder: builder, now: now) {
+                mark(&events, failed.map(\.recipient), dsn: id, types: [.bounce, .expiration])
+            }
+        }
+        // A 5xx a rule said to retry is not a delay in RFC 3464's sense (its status is 5.x.x).
+        let stillTrying = delayed.filter(\.reply.isTransient)
+        if let after = settings.delayNoticeAfter, !stillTrying.isEmpty, now >= entry.receivedAt + UInt64(after.milliseconds) {
+            let schedule = settings.schedules[entry.trafficClass] ?? settings.schedules["bulk"]!
+            let until = entry.receivedAt + UInt64(schedule.expiry.milliseconds)
+            let statuses = stillTrying.map {
+                RecipientStatus(recipient: $0.recipient, action: .delayed(willRetryUntil: until), reply: $0.reply,
+                                remoteMTA: remoteMTA, lastAttemptDate: now)
+            }
+            if let id = await queueNotification(about: entry, statuses, purpose: "delayed \(entry.domain)", builder: builder, now: now) {
+                mark(&events, stillTrying.map(\.recipient), dsn: id, types: [.transientFailure])
+            }
+        }
+    }
+
+    /// Builds a DSN and puts it in the spool and the queues like any message (from `<>`, in
+    /// the high lane). Its id is derived from the original's and `purpose`, so the spool keeps
+    /// one copy however often it is made; nil when none was queued now.
+    private func queueNotification(about entry: QueueEntry, _ statuses: [RecipientStatus], purpose: String,
+                                   builder: DSNBuilder, now: UInt64) async -> MessageID? {
+        let id = MessageID.derived(from: entry.id, purpose: purpose)
+        do {
+            guard let content = try await spool.content(of: entry.id) else { return nil }
+            let original = OriginalMessage(id: entry.id.text, envelopeSender: entry.sender, arrivalDate: entry.receivedAt, content: content)
+            let dsn = try builder.build(about: original, recipients: statuses, messageIDLocalPart: id.text, now: now)
+            let message = AcceptedMessage(id: id, tenant: entry.tenant, sender: nil, recipients: [dsn.recipient], receivedAt: now,
+                                          client: "dsn", helo: settings.nodeID, pool: entry.pool, lane: .high,
+                                          trafficClass: entry.trafficClass, smtputf8: dsn.needsSMTPUTF8,
+                                          eightBit: dsn.needsEightBitMIME, content: dsn.content)
+            guard try await spool.insert([(message, nil)]).first == true else { return nil }
+            for queued in entries(of: SpooledMessage(message, position: nil)) { queues.schedule(queued) }
+            events.publish([MessageEvent(type: .reception, id: id.text, tenant: entry.tenant, time: Int64(now), node: settings.nodeID,
+                                         sender: "", recipients: [dsn.recipient.description], size: dsn.content.count,
+                                         client: "dsn")])
+            notificationCounter.increment()
+            return id
+        } catch let error as DSNError {
+            logger.info("no DSN", metadata: ["id": "\(entry.id)", "reason": "\(error)"])
+        } catch {
+            // The outcome is still recorded; only the notification is missing, and says so.
+            logger.error("could not queue a DSN", metadata: ["id": "\(entry.id)", "purpose": "\(purpose)", "error": "\(error)"])
+            notificationFailures.increment()
+        }
+        return nil
+    }
+
+    private func mark(_ events: inout [MessageEvent], _ recipients: [Mailbox], dsn id: MessageID, types: Set<MessageEvent.Kind>) {
+        let addresses = Set(recipients.map(\.description))
+        for index in events.indices where types.contains(events[index].type) && addresses.contains(events[index].recipient ?? "") {
+            events[index].dsn = id.text
+        }
+    }
+
     private func event(_ type: MessageEvent.Kind, _ entry: QueueEntry, _ recipient: Mailbox, _ reply: SMTPReply,
-                       _ attempt: Attempt, _ attempts: Int, _ now: UInt64) -> MessageEvent {
+                       _ attempt: Attempt, _ attempts: Int, _ now: UInt64, rule: String? = nil) -> MessageEvent {
         var event = MessageEvent(type: type, id: entry.id.text, tenant: entry.tenant, time: Int64(now), node: settings.nodeID,
                                  sender: entry.sender?.description ?? "", size: entry.size, job: entry.job)
         event.recipient = recipient.description
         event.queue = entry.queue.description
-        event.site = attempt.site.site.description
+        event.site = attempt.site?.site.description
         event.attempt = attempts
         event.response = MessageEvent.Response(code: reply.code, enhanced: reply.enhancedCode?.description,
                                                text: reply.lines.joined(separator: " "))
         event.peer = attempt.peer
-        event.pool = attempt.site.pool
-        event.source = settings.pools[attempt.site.pool]?.sourceAddress
+        event.pool = attempt.site?.pool ?? entry.pool
+        event.source = settings.pools[event.pool ?? ""]?.sourceAddress
+        event.rule = rule
         event.receivedAt = Int64(entry.receivedAt)
         event.tls = attempt.peer == nil ? nil : attempt.tls
         return event

@@ -32,8 +32,12 @@ public struct RetrySchedule: Sendable, Equatable {
 
     /// After a transient failure at `now` of a message received at `receivedAt` (both in ms).
     public func decide(afterAttempt attempt: Int, now: UInt64, receivedAt: UInt64) -> Decision {
-        let next = now + delay(afterAttempt: attempt)
-        return next > receivedAt + UInt64(expiry.milliseconds) ? .expire : .retry(at: next)
+        decide(nextAttemptAt: now + delay(afterAttempt: attempt), receivedAt: receivedAt)
+    }
+
+    /// Whether a message received at `receivedAt` may still be tried at `next`.
+    public func decide(nextAttemptAt next: UInt64, receivedAt: UInt64) -> Decision {
+        next > receivedAt + UInt64(expiry.milliseconds) ? .expire : .retry(at: next)
     }
 }
 

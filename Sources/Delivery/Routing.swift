@@ -1,22 +1,24 @@
+import DNS
+import SMTPProtocol
 import SmarthostConfig
 
-/// Where mail for a domain goes. Static routes and the default next hop today; MX resolution
-/// (its own issue) will be another resolver behind the same seam.
-public protocol NextHopResolver: Sendable {
-    func route(domain: String) -> RouteDecision
-}
-
 public enum RouteDecision: Sendable, Equatable {
-    case nextHop(NextHop)
+    /// Into the ready queue of this site.
+    case deliver(Site)
     /// No way to deliver now: the entry waits in the held set with this reason (never dropped).
     case hold(reason: String)
-    /// The next hop is backing off after failed connections: entries stay in their scheduled
-    /// queue, not attempted, until it is tried again.
+    /// The site is backing off, suspended, or its route is being resolved: entries stay in
+    /// their scheduled queue, not attempted, until then.
     case wait
+    /// The route itself failed (NXDOMAIN, null MX, a DNS timeout): due entries get this
+    /// reply as their attempt's outcome, a bounce or a retry by its code.
+    case fail(SMTPReply)
 }
 
-/// `routes` (exact domain match, case-insensitive), then `delivery.default_next_hop`.
-public struct StaticRoutes: NextHopResolver {
+/// Where mail for a domain goes by configuration: `routes` (exact domain match,
+/// case-insensitive), then `delivery.default_next_hop`. A domain that neither names is
+/// resolved by MX when DNS is configured.
+public struct StaticRoutes: Sendable {
     private let routes: [String: NextHop]
     private let defaultNextHop: NextHop?
 
@@ -29,8 +31,47 @@ public struct StaticRoutes: NextHopResolver {
         defaultNextHop = configuration.delivery.defaultNextHop.map { NextHop(host: $0.host, port: $0.port) }
     }
 
-    public func route(domain: String) -> RouteDecision {
-        if let hop = routes[domain] ?? defaultNextHop { return .nextHop(hop) }
-        return .hold(reason: "no route for \(domain) and no delivery.default_next_hop (MX resolution is not configured)")
+    public func nextHop(domain: String) -> NextHop? {
+        routes[domain] ?? defaultNextHop
+    }
+}
+
+/// Resolves the mail route of a domain that no static route names: its MX hosts (or its own
+/// address when it has no MX) and their addresses. The DNS module's resolver is the real one.
+public protocol MailRouter: Sendable {
+    func route(for domain: String) async -> MailRoute
+}
+
+extension MailRouteResolver: MailRouter {}
+
+/// One address a connection to a site may try.
+public struct ConnectionCandidate: Sendable, Equatable {
+    /// The MX host name (or the next hop as configured), for logs and events.
+    public var host: String
+    public var address: String
+    public var port: Int
+}
+
+/// How a site is reached: a configured next hop, or MX hosts.
+enum SiteTargets: Sendable, Equatable {
+    case nextHop(NextHop)
+    case exchanges([MailHost], port: Int)
+
+    /// At most this many addresses per connection attempt (Postfix's smtp_mx_address_limit),
+    /// so an unreachable site costs a bounded number of connect timeouts.
+    static let addressLimit = 5
+
+    /// The addresses one connection tries, in order: by preference, equal preferences in a
+    /// random order (RFC 5321 §5.1) so that their load is shared.
+    func candidates(using generator: inout some RandomNumberGenerator) -> [ConnectionCandidate] {
+        switch self {
+        case .nextHop(let hop):
+            return [ConnectionCandidate(host: hop.host, address: hop.host, port: hop.port)]
+        case .exchanges(let exchanges, let port):
+            let candidates = MailHost.connectionOrder(exchanges, using: &generator).flatMap { exchange in
+                exchange.addresses.map { ConnectionCandidate(host: exchange.name, address: $0, port: port) }
+            }
+            return Array(candidates.prefix(Self.addressLimit))
+        }
     }
 }

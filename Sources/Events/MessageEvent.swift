@@ -63,6 +63,12 @@ public struct MessageEvent: Codable, Sendable, Equatable {
     public var nextAttemptAt: Int64?
     /// Whether the attempt's connection used TLS.
     public var tls: Bool?
+    /// The response rule that decided what the reply meant (`response_rules` or a built-in
+    /// one); absent when the reply's code alone decided.
+    public var rule: String?
+    /// Bounce, Expiration and TransientFailure: the id of the delivery status notification
+    /// queued for the sender about this recipient, if one was.
+    public var dsn: String?
 
     public struct Response: Codable, Sendable, Equatable {
         public var code: Int

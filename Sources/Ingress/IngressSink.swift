@@ -57,6 +57,15 @@ public struct IngressSink: MessageSink {
         if let pool, configuration.pools[pool] == nil {
             return SMTPReply(550, EnhancedStatusCode(5, 7, 1), "X-Smarthost-Pool names no configured pool: \(pool.prefix(64))")
         }
+        // A message may also ask for another lane than its tenant's (a password reset among a
+        // tenant's newsletters); anything but the three names is refused, not guessed.
+        var lane = AcceptedMessage.Lane(rawValue: tenant.lane.rawValue) ?? .normal
+        if let requested = HeaderField.value(of: "X-Smarthost-Lane", in: message) {
+            guard let named = AcceptedMessage.Lane(rawValue: requested.lowercased()) else {
+                return SMTPReply(550, EnhancedStatusCode(5, 7, 1), "X-Smarthost-Lane must be high, normal or low, not \(requested.prefix(64))")
+            }
+            lane = named
+        }
         let now = Date()
         let receivedAt = UInt64(now.timeIntervalSince1970 * 1000)
         let id = MessageID.generate(milliseconds: receivedAt)
@@ -66,7 +75,7 @@ public struct IngressSink: MessageSink {
             id: id, tenant: tenantName, sender: envelope.sender, recipients: envelope.recipients,
             receivedAt: receivedAt, client: connection.clientAddress, helo: envelope.helloName,
             tls: connection.isEncrypted ? "TLS" : nil, authenticatedUser: connection.authenticatedUser, job: HeaderField.value(of: "X-Job", in: message),
-            pool: pool, lane: AcceptedMessage.Lane(rawValue: tenant.lane.rawValue) ?? .normal, trafficClass: tenant.trafficClass,
+            pool: pool, lane: lane, trafficClass: tenant.trafficClass,
             smtputf8: envelope.parameters.smtputf8, eightBit: envelope.parameters.body == .eightBitMIME,
             content: received + message)
         let record = OutgoingRecord(

@@ -26,6 +26,13 @@ public struct SMTPClientError: Error, Sendable, Equatable, CustomStringConvertib
     public var kind: Kind
     public var stage: Stage
 
+    /// Whether `reply` is the server's own (a refusal, a 421 before it closed) rather than one
+    /// this side made up for a network or protocol failure.
+    public var isServerReply: Bool {
+        if case .refused = kind { return true }
+        return false
+    }
+
     public init(_ kind: Kind, at stage: Stage) {
         self.kind = kind
         self.stage = stage

@@ -223,6 +223,9 @@ public final class SMTPClientSession {
         }
     }
 
+    /// The last 421 the server sent: it closes the connection after it.
+    private var closing: SMTPReply?
+
     /// The next reply, from bytes already received (PIPELINING sends them together) or read now.
     private func readReply(_ stage: SMTPClientError.Stage, timeout: Duration) async throws -> SMTPReply {
         while true {
@@ -234,7 +237,9 @@ public final class SMTPClientSession {
                     receivedStart = 0
                 }
                 switch result {
-                case .success(let reply)?: return reply
+                case .success(let reply)?:
+                    if reply.code == 421 { closing = reply }
+                    return reply
                 case .failure(let failure)?: throw fail(.protocolViolation(failure.description), at: stage)
                 case nil: break
                 }
@@ -242,7 +247,12 @@ public final class SMTPClientSession {
             let buffer = try await withDeadline(timeout, stage) {
                 try await inbound.next()
             }
-            guard let buffer else { throw fail(.connectionLost("closed by the server"), at: stage) }
+            guard let buffer else {
+                // A 421 announced the close (RFC 5321 §3.8): the server's own words are the
+                // outcome, for the recipients and for the response rules.
+                if let closing { throw fail(.refused(closing), at: stage) }
+                throw fail(.connectionLost("closed by the server"), at: stage)
+            }
             received.append(contentsOf: buffer.readableBytesView)
         }
     }

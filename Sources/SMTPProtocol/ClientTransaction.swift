@@ -12,7 +12,7 @@ public struct ClientTransaction: Sendable {
         case transientFailure(SMTPReply)
         case permanentFailure(SMTPReply)
 
-        init(_ reply: SMTPReply) {
+        public init(_ reply: SMTPReply) {
             if reply.isPositive { self = .delivered(reply) }
             else if reply.isTransient { self = .transientFailure(reply) }
             else { self = .permanentFailure(reply) }

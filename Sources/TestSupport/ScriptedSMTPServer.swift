@@ -34,14 +34,15 @@ public final class ScriptedSMTPServer: Sendable {
         .appendingPathComponent("../../Tests/Scripts/scripted_smtp.py").standardized.path
 
     /// Starts the server with `script` (the JSON rules; see the script's docstring) on a free
-    /// loopback port, or on `port` (a test that stops and restarts a destination keeps it).
-    public static func start(script: String = #"{"rules": []}"#, port: Int? = nil, certificate: TestCertificate? = nil,
-                             requireTLS: Bool = false) async throws -> ScriptedSMTPServer {
+    /// loopback port, or on `port` (a test that stops and restarts a destination keeps it), at
+    /// `host` (any 127.x.y.z: MX hosts of a test domain share a port on different addresses).
+    public static func start(script: String = #"{"rules": []}"#, host: String = "127.0.0.1", port: Int? = nil,
+                             certificate: TestCertificate? = nil, requireTLS: Bool = false) async throws -> ScriptedSMTPServer {
         let directory = try makeScratchDirectory("scripted-smtp")
         let scriptFile = directory + "/script.json"
         try script.write(toFile: scriptFile, atomically: true, encoding: .utf8)
         let port = try port ?? Loopback.freePort()
-        var arguments = [scriptPath, "--listen", "127.0.0.1:\(port)", "--script", scriptFile, "--record", directory + "/record.jsonl",
+        var arguments = [scriptPath, "--listen", "\(host):\(port)", "--script", scriptFile, "--record", directory + "/record.jsonl",
                          "--hostname", "destination.test"]
         if let certificate { arguments += ["--tls-cert", certificate.certificatePath, "--tls-key", certificate.privateKeyPath] }
         if requireTLS { arguments.append("--require-tls") }

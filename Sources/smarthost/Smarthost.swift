@@ -1,6 +1,7 @@
 import ArgumentParser
 import Credentials
 import Delivery
+import DNS
 import Foundation
 import Ingress
 import Kafka
@@ -8,6 +9,7 @@ import Logging
 import NodeHTTP
 import Observability
 import Prometheus
+import QueueRecord
 import Redis
 import ServiceLifecycle
 import SmarthostConfig
@@ -119,8 +121,23 @@ struct DeliveryCommand: AsyncParsableCommand {
         consumerConfiguration.maxRecordSize = configuration.kafka.maxRecordSize.bytes
         consumerConfiguration.extraOptions = configuration.kafka.clientOptions
         let consumer = try KafkaConsumer(configuration: consumerConfiguration)
+        // Without a default next hop, domains no route names are delivered to their MX hosts.
+        var dnsResolver: DNSResolver?
+        var mailRouter: MailRouteResolver?
+        if configuration.delivery.defaultNextHop == nil {
+            let dns = configuration.dns
+            do {
+                dnsResolver = try DNSResolver(forwarders: dns.resolvers.map(\.description), timeout: dns.timeout)
+            } catch {
+                printError("\(file.config): dns.resolvers: \(error)")
+                throw ExitCode(2)
+            }
+            mailRouter = MailRouteResolver(resolver: dnsResolver!, settings: .init(minimumTTL: dns.minimumTTL, maximumTTL: dns.maximumTTL,
+                                                                                  failureTTL: dns.failureTTL),
+                                           clock: { MessageID.currentMilliseconds() })
+        }
         let manager = QueueManager(settings: QueueManager.Settings(configuration: configuration), spool: spool, events: events,
-                                   resolver: StaticRoutes(configuration: configuration))
+                                   staticRoutes: StaticRoutes(configuration: configuration), mailRouter: mailRouter)
         let node = DeliveryNode(consumer: consumer, spool: spool, manager: manager, events: events,
                                 maxQueued: configuration.delivery.maxQueued)
         let kafka = try KafkaReachability(bootstrapServers: configuration.kafka.brokers.map(\.description))
@@ -138,6 +155,7 @@ struct DeliveryCommand: AsyncParsableCommand {
             services: [.init(service: producer), .init(service: consumer), .init(service: kafka), .init(service: node)],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
+        dnsResolver?.shutdown()
         spool.close()
         try? await http.close()
     }

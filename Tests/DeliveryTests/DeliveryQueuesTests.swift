@@ -12,20 +12,20 @@ func entry(_ number: Int, domain: String = "example.com", tenant: String = "acme
                       trafficClass: "bulk", size: 100, eightBit: false, smtputf8: false, receivedAt: 0, attempts: 0, dueAt: dueAt)
 }
 
-let sink = NextHop(host: "127.0.0.1", port: 2526)
-let everythingToSink: @Sendable (String) -> RouteDecision = { _ in .nextHop(sink) }
+let sink = Site(NextHop(host: "127.0.0.1", port: 2526))
+let everythingToSink: @Sendable (String) -> RouteDecision = { _ in .deliver(sink) }
 
 @Suite struct DeliveryQueuesTests {
     @Test func entriesMoveFromScheduledToReadyWhenDueAndBounded() {
         var queues = DeliveryQueues(readyQueueSize: 3)
         for number in 0..<5 { queues.schedule(entry(number, dueAt: 100)) }
         queues.schedule(entry(9, dueAt: 500))
-        #expect(queues.promote(now: 50, route: everythingToSink) == 0)
-        #expect(queues.promote(now: 100, route: everythingToSink) == 3)
+        #expect(queues.promote(now: 50, route: everythingToSink).moved == 0)
+        #expect(queues.promote(now: 100, route: everythingToSink).moved == 3)
         #expect(queues.counts.ready == 3 && queues.counts.scheduled == 3)
         let site = SiteKey(pool: "default", site: sink)
         #expect(queues.take(from: site) != nil)
-        #expect(queues.promote(now: 100, route: everythingToSink) == 1)
+        #expect(queues.promote(now: 100, route: everythingToSink).moved == 1)
         #expect(queues.counts.ready == 3 && queues.counts.inFlight == 1 && queues.counts.scheduled == 2)
         #expect(queues.counts.total == 6)
     }
@@ -49,6 +49,44 @@ let everythingToSink: @Sendable (String) -> RouteDecision = { _ in .nextHop(sink
         #expect(queues.take(from: site)?.lane == .high)
         #expect(queues.take(from: site)?.lane == .normal)
         #expect(queues.take(from: site)?.lane == .low)
+    }
+
+    @Test func aDueTransactionalEntryIsNotBehindTheDueBulkOfItsQueue() {
+        var queues = DeliveryQueues(readyQueueSize: 10)
+        for number in 0..<1_000 { queues.schedule(entry(number, lane: .low, dueAt: 0)) }
+        let reset = entry(5_000, lane: .high, dueAt: 50)
+        queues.schedule(reset)
+        queues.promote(now: 100, route: everythingToSink)
+        // The bulk lane of the ready queue is full (10); the high lane has its own room.
+        #expect(queues.counts.ready == 11)
+        #expect(queues.take(from: SiteKey(pool: "default", site: sink))?.id == reset.id)
+    }
+
+    @Test func suspendedSitesKeepTheirEntriesScheduledAndReturnedOnesAreUnattempted() {
+        var queues = DeliveryQueues(readyQueueSize: 10)
+        for number in 0..<3 { queues.schedule(entry(number)) }
+        let site = SiteKey(pool: "default", site: sink)
+        queues.promote(now: 0, route: everythingToSink, accepts: { $0 != site })
+        #expect(queues.counts.scheduled == 3 && queues.counts.ready == 0)
+        queues.promote(now: 0, route: everythingToSink)
+        #expect(queues.counts.ready == 3)
+        #expect(queues.returnToScheduled(from: site, dueAt: 900) == 3)
+        #expect(queues.counts.scheduled == 3 && queues.counts.ready == 0 && queues.counts.inFlight == 0)
+        var due: [UInt64] = []
+        queues.forEachEntry { entry, _ in due.append(entry.dueAt) }
+        #expect(due == [900, 900, 900])
+        #expect(queues.promote(now: 899, route: everythingToSink).moved == 0)
+    }
+
+    @Test func entriesWhoseRouteFailedAreReturnedInFlight() {
+        var queues = DeliveryQueues(readyQueueSize: 10)
+        queues.schedule(entry(1, domain: "nxdomain.test"))
+        queues.schedule(entry(2, domain: "nxdomain.test", dueAt: 500))
+        let reply = SMTPReply(550, EnhancedStatusCode(5, 1, 2), "nxdomain.test does not exist")
+        let promotion = queues.promote(now: 0) { _ in .fail(reply) }
+        #expect(promotion.failed.map(\.reply) == [reply] && promotion.moved == 1)
+        #expect(queues.counts.inFlight == 1 && queues.counts.scheduled == 1)
+        #expect(queues.promote(now: 0) { _ in .wait }.moved == 0)
     }
 
     @Test func emptyQueuesAreReapedAndRecreatedWithoutLosingEntries() {

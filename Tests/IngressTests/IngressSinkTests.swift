@@ -150,6 +150,27 @@ struct IngressSinkTests {
         #expect(accepted.pool == "dedicated")
     }
 
+    @Test func aMessageChoosesItsLaneAndAnUnknownLaneIsRefused() async throws {
+        let broker = try await TansuBroker.start()
+        defer { broker.stop() }
+        let (sink, producer, _) = try sink(broker)
+        for hostile in ["urgent", "HIGH; normal", "hi gh", String(repeating: "h", count: 10_000)] {
+            let refused = await sink.accept(envelope, message: Array("X-Smarthost-Lane: \(hostile)\r\n\r\nbody\r\n".utf8), connection: connection)
+            #expect(refused.code == 550 && refused.enhancedCode == EnhancedStatusCode(5, 7, 1), "lane \(hostile.prefix(20))")
+        }
+        let chosen = await sink.accept(envelope, message: Array("X-Smarthost-Lane: Low\r\n\r\nbody\r\n".utf8), connection: connection)
+        #expect(chosen.code == 250)
+        let plain = await sink.accept(envelope, message: message, connection: connection)
+        #expect(plain.code == 250)
+        await producer.close()
+        let records = try await readRecords(broker, topic: "smarthost.acme", count: 2, thenWatchFor: .seconds(1))
+        #expect(records.count == 2, "only the messages with a valid lane are queued")
+        let lanes = try records.map {
+            try AcceptedMessage(key: $0.key, headers: $0.headers.map { ($0.name, $0.value) }, value: $0.value).lane
+        }
+        #expect(lanes.sorted { $0.rawValue < $1.rawValue } == [.high, .low], "the header's lane, and the tenant's (high) without it")
+    }
+
     @Test func aConnectionWithoutTenantIsRefused() async throws {
         let broker = try await TansuBroker.start()
         defer { broker.stop() }

@@ -129,6 +129,75 @@ struct DeliveryNodeTests {
         #expect(published.count == (try node.events().count))
     }
 
+    /// The built-in response rules against the receivers' own words, each site its own
+    /// destination so that one suspension does not hide the others.
+    @Test func responseRulesDecideWhatRealWorldRepliesMean() async throws {
+        let broker = try await TansuBroker.start()
+        defer { broker.stop() }
+        try await Self.createTopics(broker)
+        let gmail = try await ScriptedSMTPServer.start(script: #"""
+            {"rules": [{"when": "rcpt", "reply": "421-4.7.28 [127.0.0.1] Our system has detected an unusual rate of\n421-4.7.28 unsolicited mail originating from your IP address. To protect our\n421 4.7.28 users from spam, mail sent from your IP address has been temporarily rate limited."}]}
+            """#)
+        defer { gmail.stop() }
+        let outlook = try await ScriptedSMTPServer.start(script: #"""
+            {"rules": [{"when": "rcpt", "reply": "451 4.7.650 The mail server [127.0.0.1] has been temporarily rate limited due to IP reputation. For e-mail delivery information, see https://postmaster.live.com (S775)"}]}
+            """#)
+        defer { outlook.stop() }
+        let greeting = try await ScriptedSMTPServer.start(script: #"""
+            {"rules": [{"when": "connect", "reply": "421 4.7.0 [TSS04] Messages from 127.0.0.1 temporarily deferred due to unexpected volume or user complaints - 4.16.55.1"}]}
+            """#)
+        defer { greeting.stop() }
+        let others = try await ScriptedSMTPServer.start(script: #"""
+            {"rules": [
+              {"when": "rcpt", "domain": "unknown.test", "reply": "550-5.1.1 The email account that you tried to reach does not exist. Please try\n550 5.1.1 double-checking the recipient's email address for typos."},
+              {"when": "rcpt", "domain": "grey.test", "reply": "451 4.7.1 Greylisted, see https://postgrey.schweikert.ch/help/grey.test"},
+              {"when": "rcpt", "domain": "full.test", "reply": "452 4.2.2 The email account that you tried to reach is over quota."},
+              {"when": "rcpt", "domain": "custom.test", "reply": "451 4.3.0 This mailbox is permanently disabled"}
+            ]}
+            """#)
+        defer { others.stop() }
+        let node = try DeliveryProcess.start(broker: broker, name: "delivery-rules", yaml: Self.configuration(routes: [
+            ("gmail.test", gmail.port, false), ("outlook.test", outlook.port, false), ("greeting.test", greeting.port, false),
+            ("unknown.test", others.port, false), ("grey.test", others.port, false), ("full.test", others.port, false),
+            ("custom.test", others.port, false),
+        ], expiry: "2h") + """
+
+            response_rules:
+              - {name: disabled-means-gone, code: 451, text: "(?i)permanently disabled", action: bounce}
+            """)
+        defer { node.stop() }
+        let messages = ["a@gmail.test", "b@outlook.test", "c@greeting.test", "d@unknown.test", "e@grey.test", "f@full.test",
+                        "g@custom.test"].map { testMessage(to: [$0]) }
+        try await enqueue(messages, broker: broker)
+        func first(_ index: Int) throws -> MessageEvent? { try node.events().first { $0.id == messages[index].id.text } }
+        let decided = try await eventually(.seconds(30)) {
+            try [0, 1, 3, 4, 5, 6].allSatisfy { try first($0) != nil } && greeting.records().contains { $0.event == "connect" }
+        }
+        #expect(decided, "log:\n\(node.process.logTail())")
+        try await Task.sleep(for: .seconds(3))  // a second attempt would show up here
+
+        // Back off: a transient failure that does not count as an attempt, retried when the
+        // suspension ends (15 and 30 minutes), and no further connection meanwhile.
+        for (index, rule, minutes) in [(0, "rate-limited-4.7.28", 15), (1, "reputation-4.7.65x", 30)] {
+            let event = try #require(try first(index))
+            #expect(event.type == .transientFailure && event.rule == rule && event.attempt == 0, "\(event)")
+            let wait = (event.nextAttemptAt ?? 0) - event.time
+            #expect(wait >= Int64(minutes * 60_000) - 1_000 && wait <= Int64(minutes * 60_000) + 1_000, "\(rule): \(wait) ms")
+        }
+        #expect(try gmail.records().filter { $0.event == "connect" }.count == 1)
+        #expect(try outlook.records().filter { $0.event == "connect" }.count == 1)
+        // A 421 at the greeting suspends the site too; the message waits, unattempted.
+        #expect(try first(2) == nil && greeting.records().filter { $0.event == "connect" }.count == 1)
+        #expect(node.metric("smarthost_delivery_sites_suspended") == 3)
+        // 5.1.1: a bounce, by rule.
+        #expect(try first(3)?.type == .bounce && first(3)?.rule == "unknown-user")
+        // Greylisting and a full mailbox: retried, later than the class's 1 s.
+        #expect(try first(4)?.rule == "greylisted" && (first(4)?.nextAttemptAt ?? 0) - (first(4)?.time ?? 0) >= 299_000)
+        #expect(try first(5)?.rule == "mailbox-full" && (first(5)?.nextAttemptAt ?? 0) - (first(5)?.time ?? 0) >= 3_599_000)
+        // The configuration's own rule comes first: this 451 bounces.
+        #expect(try first(6)?.type == .bounce && first(6)?.rule == "disabled-means-gone")
+    }
+
     @Test func aRecordThatIsNotAMessageIsQuarantinedAndTheRestDelivered() async throws {
         let broker = try await TansuBroker.start()
         defer { broker.stop() }

@@ -9,6 +9,7 @@ struct LocalClusterTests {
     struct Endpoints: Decodable {
         var smtp: String
         var sink_dir: String
+        var mx_sink_dirs: [String: String]
     }
 
     @Test func mailSentToTheClusterArrivesAtTheSink() async throws {
@@ -18,7 +19,7 @@ struct LocalClusterTests {
             "SMARTHOST_KAFKA_PORT=\(try Loopback.freePort())", "SMARTHOST_REDIS_PORT=\(try Loopback.freePort())",
             "SMARTHOST_SMTP_PORT=\(try Loopback.freePort())", "SMARTHOST_INGRESS_BASE_PORT=\(try Loopback.freePort())",
             "SMARTHOST_ADMIN_BASE_PORT=\(try Loopback.freePort())", "SMARTHOST_DELIVERY_ADMIN_BASE_PORT=\(try Loopback.freePort())",
-            "SMARTHOST_SINK_PORT=\(try Loopback.freePort())",
+            "SMARTHOST_SINK_PORT=\(try Loopback.freePort())", "SMARTHOST_DNS_PORT=\(try Loopback.freePort())",
         ]
         defer {
             let down = Process()
@@ -43,13 +44,13 @@ struct LocalClusterTests {
             "--header", "Subject: through the local cluster", "--body", "hello cluster"])
         #expect(swaks.status == 0, "swaks: \(swaks.output)\(swaks.errors)")
 
-        func sinkFiles() -> [String] {
-            let enumerator = FileManager.default.enumerator(atPath: endpoints.sink_dir)
+        func sinkFiles(_ directory: String = endpoints.sink_dir) -> [String] {
+            let enumerator = FileManager.default.enumerator(atPath: directory)
             var files: [String] = []
             while let path = enumerator?.nextObject() as? String {
                 var isDirectory: ObjCBool = false
-                if FileManager.default.fileExists(atPath: "\(endpoints.sink_dir)/\(path)", isDirectory: &isDirectory), !isDirectory.boolValue {
-                    files.append("\(endpoints.sink_dir)/\(path)")
+                if FileManager.default.fileExists(atPath: "\(directory)/\(path)", isDirectory: &isDirectory), !isDirectory.boolValue {
+                    files.append("\(directory)/\(path)")
                 }
             }
             return files
@@ -62,5 +63,14 @@ struct LocalClusterTests {
         let message = try sinkFiles().first.map { try String(contentsOfFile: $0, encoding: .utf8) } ?? ""
         #expect(message.contains("Subject: through the local cluster") && message.contains("hello cluster"))
         #expect(message.contains("(smarthost) with ESMTP id"), "the ingress node's trace header")
+
+        // The cluster's DNS server: two-mx.test's mail goes to one of its two MX sinks.
+        let mx = try await runCommand(try findExecutable("swaks"), [
+            "--server", endpoints.smtp, "--from", "app@demo.test", "--to", "someone@two-mx.test", "--body", "hello mx"])
+        #expect(mx.status == 0, "swaks: \(mx.output)\(mx.errors)")
+        let viaMX = try await eventually(.seconds(60)) {
+            endpoints.mx_sink_dirs.values.flatMap { sinkFiles($0) }.count == 1
+        }
+        #expect(viaMX, "MX sinks: \(endpoints.mx_sink_dirs.values.map { sinkFiles($0) })")
     }
 }
