@@ -193,6 +193,14 @@ public actor QueueManager {
             targets[site] = .nextHop(hop)
             return .deliver(site)
         }
+        // An address literal (user@[192.0.2.1], RFC 5321 §4.1.3) names the host: no DNS.
+        if domain.hasPrefix("["), domain.hasSuffix("]") {
+            let literal = domain.dropFirst().dropLast()
+            let hop = NextHop(host: String(literal.hasPrefix("ipv6:") ? literal.dropFirst(5) : literal), port: settings.smtpPort)
+            let site = Site(hop)
+            targets[site] = .nextHop(hop)
+            return .deliver(site)
+        }
         guard let mailRouter else {
             return .hold(reason: "no route for \(domain): no static route, no delivery.default_next_hop and no MX resolution")
         }

@@ -55,10 +55,11 @@ struct MXDeliveryTests {
         var fromNobody = testMessage(to: ["e@absent.test"])
         fromNobody.sender = nil
         let absent = testMessage(to: ["f@absent.test"])
-        try await enqueue([fallback, preferred, implicit, nullMX, fromNobody, absent] + shared, broker: broker)
+        let literal = testMessage(to: ["g@[127.0.0.4]"])
+        try await enqueue([fallback, preferred, implicit, nullMX, fromNobody, absent, literal] + shared, broker: broker)
 
         func events(_ message: AcceptedMessage) throws -> [MessageEvent] { try node.events().filter { $0.id == message.id.text } }
-        let all = [fallback, preferred, implicit, nullMX, fromNobody, absent] + shared
+        let all = [fallback, preferred, implicit, nullMX, fromNobody, absent, literal] + shared
         let settled = try await eventually(.seconds(60)) {
             try all.allSatisfy { message in try events(message).contains { [.delivery, .bounce, .expiration].contains($0.type) } }
                 && mailbox.messages().count >= 2
@@ -71,6 +72,7 @@ struct MXDeliveryTests {
         #expect(try primary.messages().map(\.recipients).contains(["b@ok.test"]), "ok.test went to its MX 10")
         #expect(try !mxB.messages().map(\.recipients).contains(["b@ok.test"]))
         #expect(try primary.messages().map(\.recipients).contains(["c@plain.test"]), "no MX: the domain's own address")
+        #expect(try primary.messages().map(\.recipients).contains(["g@[127.0.0.4]"]), "an address literal: that host, no DNS")
         #expect(try events(preferred).last?.site == "primary.ok.test,mx-b.pref.test")
         // Equal preferences share the load.
         let one = try equalOne.messages().count, two = try equalTwo.messages().count
@@ -136,6 +138,45 @@ struct MXDeliveryTests {
         defer { dns.stop() }
         #expect(try await eventually(.seconds(30)) { try types().last == .delivery }, "log:\n\(node.process.logTail())")
         #expect(try destination.messages().count == 1)
+    }
+
+    @Test func aMessageStillRetriedAfterDelayNoticeAfterSendsOneDelayNotice() async throws {
+        let broker = try await TansuBroker.start()
+        defer { broker.stop() }
+        try await DeliveryNodeTests.createTopics(broker)
+        let busy = try await ScriptedSMTPServer.start(script: #"{"rules": [{"when": "rcpt", "reply": "451 4.3.0 Mailbox busy"}]}"#)
+        defer { busy.stop() }
+        let mailbox = try await ScriptedSMTPServer.start()
+        defer { mailbox.stop() }
+        let node = try DeliveryProcess.start(broker: broker, name: "delivery-delay-notice", yaml: """
+            traffic_classes:
+              fast: {first_retry: 1s, retry_multiplier: 1, max_retry_interval: 1s, expiry: 1h}
+            tenants:
+              acme: {trusted_networks: [127.0.0.0/8], traffic_class: fast}
+            routes:
+              - {domain: busy.test, next_hop: "127.0.0.1:\(busy.port)"}
+              - {domain: acme.test, next_hop: "127.0.0.1:\(mailbox.port)"}
+            ingress: {hostname: relay.acme.test}
+            delivery: {delay_notice_after: 2s, command_timeout: 5s}
+            """)
+        defer { node.stop() }
+        let message = testMessage(to: ["someone@busy.test"], subject: "still trying")
+        try await enqueue([message], broker: broker)
+        func events() throws -> [MessageEvent] { try node.events().filter { $0.id == message.id.text } }
+        // Attempts every second: the ones after 2 s are past the notice threshold.
+        #expect(try await eventually(.seconds(30)) { try events().count >= 6 }, "log:\n\(node.process.logTail())")
+        #expect(try events().allSatisfy { $0.type == .transientFailure })
+        let notices = try mailbox.messages()
+        #expect(notices.count == 1, "one delay notice however many retries follow")
+        #expect(notices.first?.sender == "" && notices.first?.recipients == ["app@acme.test"])
+        let marked = try events().compactMap(\.dsn)
+        #expect(Set(marked).count == 1 && marked.count == 1, "the event of the attempt that sent it names it")
+        let parsed = try await Self.parse(mailbox, notices.first)
+        #expect((parsed["defects"] as? [Any])?.isEmpty == true, "\(parsed["defects"] ?? "")")
+        let recipient = (parsed["per_recipient"] as? [[String: Any]])?.first
+        #expect(recipient?["Action"] as? String == "delayed" && recipient?["Status"] as? String == "4.3.0")
+        #expect(recipient?["Will-Retry-Until"] != nil)
+        #expect((parsed["subject"] as? String)?.contains("Delayed") == true)
     }
 
     static func parse(_ server: ScriptedSMTPServer, _ record: ScriptedSMTPServer.Record?) async throws -> [String: Any] {
