@@ -21,18 +21,31 @@ struct LocalClusterTests {
             "SMARTHOST_ADMIN_BASE_PORT=\(try Loopback.freePort())", "SMARTHOST_DELIVERY_ADMIN_BASE_PORT=\(try Loopback.freePort())",
             "SMARTHOST_SINK_PORT=\(try Loopback.freePort())", "SMARTHOST_DNS_PORT=\(try Loopback.freePort())",
         ]
-        defer {
-            let down = Process()
-            down.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            down.arguments = ["SMARTHOST_RUN_DIR=\(run)", "\(repositoryRoot)/cluster/down"]
-            try? down.run()
-            down.waitUntilExit()
-        }
         // Run as a managed process: Foundation's Process never noticed this script's exit.
         let up = try ManagedProcess(name: "cluster/up", executable: "/usr/bin/env",
                                     arguments: environment + ["\(repositoryRoot)/cluster/up", "--ingress", "1", "--delivery", "1"],
                                     logPath: "\(run).up.log")
         defer { up.stop() }
+        do {
+            try await exercise(run: run, up: up)
+        } catch {
+            await Self.down(run: run)
+            throw error
+        }
+        await Self.down(run: run)
+    }
+
+    /// cluster/down, run as a managed process too (Foundation's Process has crashed in
+    /// waitUntilExit here), and waited for.
+    static func down(run: String) async {
+        guard let down = try? ManagedProcess(name: "cluster/down", executable: "/usr/bin/env",
+                                             arguments: ["SMARTHOST_RUN_DIR=\(run)", "\(repositoryRoot)/cluster/down"],
+                                             logPath: "\(run).down.log") else { return }
+        _ = try? await down.exitCode(within: .seconds(60))
+        down.stop()
+    }
+
+    func exercise(run: String, up: ManagedProcess) async throws {
         let status = try await up.exitCode(within: .seconds(180))
         let output = (try? String(contentsOfFile: "\(run).up.log", encoding: .utf8)) ?? ""
         try #require(status == 0, "cluster/up failed (\(status.map(String.init) ?? "still running")):\n\(output)")
