@@ -44,12 +44,15 @@ public func fuzzSMTPInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
         }
     }
 
-    // What the client side stuffs, the server side reads back whole.
+    // What the client side stuffs, the server side reads back whole. Stuffing does not fold
+    // lines, so input with a line over 1000 octets (which no ingress accepts) reads back
+    // with that problem, and only that one.
     let wire = DotStuffing.encode(input)
     var back = DataReader(maximumMessageSize: wire.count)
     var received: [UInt8] = []
     let (used, end) = back.consume(wire, into: &received)
-    precondition(used == wire.count && end == .finished(problem: nil), "stuffed data must read back to its end")
+    precondition(used == wire.count && (end == .finished(problem: nil) || end == .finished(problem: .lineTooLong)),
+                 "stuffed data must read back to its end")
 
     // Replies as a client reads them: progress, bounded lines, codes in range.
     var replies = ReplyReader(maximumLineOctets: 256, maximumLines: 10)
