@@ -75,7 +75,8 @@ public struct DeliveryQueues: Sendable {
     /// behind every due bulk entry of the same tenant, job and domain.
     private struct ScheduledQueue: Sendable {
         var lanes: [Heap<Scheduled>] = Array(repeating: Heap(), count: AcceptedMessage.Lane.allCases.count)
-        var count = 0
+
+        var isEmpty: Bool { lanes.allSatisfy(\.isEmpty) }
     }
 
     private struct ReadyQueue: Sendable {
@@ -125,7 +126,6 @@ public struct DeliveryQueues: Sendable {
         sequence += 1
         if scheduled[entry.queue] == nil { counts.scheduledQueues += 1 }
         scheduled[entry.queue, default: ScheduledQueue()].lanes[entry.lane.index].insert(Scheduled(entry: entry, sequence: sequence))
-        scheduled[entry.queue]!.count += 1
         counts.scheduled += 1
     }
 
@@ -141,7 +141,6 @@ public struct DeliveryQueues: Sendable {
         for name in Array(scheduled.keys) {
             // The route depends only on the domain, the same for the whole queue.
             let decision = route(name.domain)
-            if case .wait = decision { continue }
             for lane in AcceptedMessage.Lane.allCases {
                 entries: while let head = scheduled[name]?.lanes[lane.index].min, head.entry.dueAt <= now {
                     switch decision {
@@ -173,9 +172,8 @@ public struct DeliveryQueues: Sendable {
 
     private mutating func popScheduled(_ name: ScheduledQueueName, _ lane: AcceptedMessage.Lane) {
         _ = scheduled[name]?.lanes[lane.index].removeMin()
-        scheduled[name]!.count -= 1
         counts.scheduled -= 1
-        if scheduled[name]!.count == 0 {
+        if scheduled[name]?.isEmpty == true {
             scheduled[name] = nil
             counts.scheduledQueues -= 1
         }

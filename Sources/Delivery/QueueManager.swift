@@ -188,18 +188,11 @@ public actor QueueManager {
     /// A domain's route: a static route, else its MX answer while its TTL lasts (a lookup is
     /// started when there is none, and the domain's entries wait for it).
     private func route(_ domain: String, now: UInt64) -> RouteDecision {
-        if let hop = staticRoutes.nextHop(domain: domain) {
-            let site = Site(hop)
-            targets[site] = .nextHop(hop)
-            return .deliver(site)
-        }
+        if let hop = staticRoutes.nextHop(domain: domain) { return deliver(to: hop) }
         // An address literal (user@[192.0.2.1], RFC 5321 §4.1.3) names the host: no DNS.
         if domain.hasPrefix("["), domain.hasSuffix("]") {
             let literal = domain.dropFirst().dropLast()
-            let hop = NextHop(host: String(literal.hasPrefix("ipv6:") ? literal.dropFirst(5) : literal), port: settings.smtpPort)
-            let site = Site(hop)
-            targets[site] = .nextHop(hop)
-            return .deliver(site)
+            return deliver(to: NextHop(host: String(literal.hasPrefix("ipv6:") ? literal.dropFirst(5) : literal), port: settings.smtpPort))
         }
         guard let mailRouter else {
             return .hold(reason: "no route for \(domain): no static route, no delivery.default_next_hop and no MX resolution")
@@ -223,13 +216,33 @@ public actor QueueManager {
         return .wait
     }
 
+    private func deliver(to hop: NextHop) -> RouteDecision {
+        let site = Site(hop)
+        targets[site] = .nextHop(hop)
+        return .deliver(site)
+    }
+
     private func resolved(_ domain: String, _ answer: MailRoute) {
         resolving.remove(domain)
-        mailRoutes[domain] = answer
+        if mailRoutes.updateValue(answer, forKey: domain) == nil, mailRoutes.count.isMultiple(of: Self.routePruneInterval) {
+            pruneRoutes()
+        }
         if case .failed(let reply) = answer.result {
             logger.notice("no mail route", metadata: ["domain": "\(domain)", "reply": "\(reply)"])
         }
         pump()
+    }
+
+    /// Domains seen over a node's life: answers past their TTL, and the targets of sites with
+    /// nothing waiting and no connection, are dropped every so many new domains (a later entry
+    /// asks again), so neither table grows with every domain ever delivered to.
+    static let routePruneInterval = 1_000
+
+    private func pruneRoutes() {
+        let now = clock()
+        mailRoutes = mailRoutes.filter { $0.value.validUntil > now }
+        let busy = Set(queues.readySites.map(\.site.site) + connections.keys.map(\.site))
+        targets = targets.filter { busy.contains($0.key) }
     }
 
     private func isPaused(_ site: SiteKey, now: UInt64) -> Bool {
@@ -423,7 +436,7 @@ public actor QueueManager {
         outcomesBeingRecorded += 1
         defer { outcomesBeingRecorded -= 1 }
         let now = clock()
-        let schedule = settings.schedules[entry.trafficClass] ?? settings.schedules["bulk"]!
+        let schedule = schedule(of: entry)
         var finals: [Mailbox] = []
         var bounced: [Failure] = []
         var deferred: [Failure] = []
@@ -507,6 +520,11 @@ public actor QueueManager {
         events.publish(published)
     }
 
+    /// The entry's traffic class schedule (`bulk` for a class the configuration no longer has).
+    private func schedule(of entry: QueueEntry) -> RetrySchedule {
+        settings.schedules[entry.trafficClass] ?? settings.schedules["bulk"]!
+    }
+
     /// Queues delivery status notifications for the sender: one about the recipients that
     /// failed for good, one (once per message and domain) about those still being retried
     /// after `delivery.delay_notice_after`. The events of those recipients name the DSN.
@@ -526,8 +544,7 @@ public actor QueueManager {
         // A 5xx a rule said to retry is not a delay in RFC 3464's sense (its status is 5.x.x).
         let stillTrying = delayed.filter(\.reply.isTransient)
         if let after = settings.delayNoticeAfter, !stillTrying.isEmpty, now >= entry.receivedAt + UInt64(after.milliseconds) {
-            let schedule = settings.schedules[entry.trafficClass] ?? settings.schedules["bulk"]!
-            let until = entry.receivedAt + UInt64(schedule.expiry.milliseconds)
+            let until = entry.receivedAt + UInt64(schedule(of: entry).expiry.milliseconds)
             let statuses = stillTrying.map {
                 RecipientStatus(recipient: $0.recipient, action: .delayed(willRetryUntil: until), reply: $0.reply,
                                 remoteMTA: remoteMTA, lastAttemptDate: now)
