@@ -457,7 +457,7 @@ extension SchemaReader {
         else { return nil }
         var settings = Configuration.DNSSettings()
         settings.resolvers = optional(fields, "resolvers") {
-            elements($0, $1, expected: "a list of resolver addresses (host:port)", hostPort)
+            elements($0, $1, expected: "a list of resolver addresses (host:port)", resolverAddress)
         } ?? settings.resolvers
         settings.timeout = optional(fields, "timeout") { duration($0, $1, .milliseconds(100) ... .seconds(60)) }
             ?? settings.timeout
@@ -472,6 +472,17 @@ extension SchemaReader {
                    + "maximum_ttl (\(ConfigSyntax.format(settings.maximumTTL)))")
         }
         return diagnostics.count == before ? settings : nil
+    }
+
+    /// A resolver is asked by address (libunbound forwards to addresses, not names): checked
+    /// here, where the error can name the key, rather than when a delivery node starts.
+    private func resolverAddress(_ node: Node, _ path: KeyPath) -> HostPort? {
+        guard let address = hostPort(node, path) else { return nil }
+        guard (try? ConfigSyntax.ipAddress(address.host)) != nil else {
+            report(node, path, "expected a resolver's IP address and port such as 127.0.0.1:53 or [::1]:53, got \(describe(node))")
+            return nil
+        }
+        return address
     }
 
     private func responseRules(_ node: Node, _ path: KeyPath) -> [Configuration.ResponseRule] {

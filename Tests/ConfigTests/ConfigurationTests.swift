@@ -359,6 +359,8 @@ struct InvalidConfigurationTests {
                 error: #"t.yaml:3:12: response_rules[1].name: duplicate rule name: "a" is already used by response_rules[0]"#),
         BadCase(name: "a resolver without a port", yaml: "dns:\n  resolvers: [127.0.0.1]",
                 error: #"t.yaml:2:15: dns.resolvers[0]: expected host:port such as mail.example.com:25, 192.0.2.1:25 or [2001:db8::1]:25, got "127.0.0.1" (missing :port)"#),
+        BadCase(name: "a resolver named, not addressed", yaml: "dns:\n  resolvers: [dns.example:53]",
+                error: #"t.yaml:2:15: dns.resolvers[0]: expected a resolver's IP address and port such as 127.0.0.1:53 or [::1]:53, got "dns.example:53""#),
         BadCase(name: "minimum TTL above maximum", yaml: "dns:\n  minimum_ttl: 2h\n  maximum_ttl: 1h",
                 error: #"t.yaml:2:3: dns: expected minimum_ttl (2h) to be at most maximum_ttl (1h)"#),
         BadCase(name: "an unknown dns key", yaml: "dns:\n  resolver: [127.0.0.1:53]",
