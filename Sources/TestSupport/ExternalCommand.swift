@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 
 /// What a program run by a test printed and how it ended.
 public struct CommandResult: Sendable {
@@ -8,37 +7,24 @@ public struct CommandResult: Sendable {
     public var errors: String
 }
 
-/// Runs a program to completion on a thread of its own, never blocking Swift's cooperative
-/// pool: on a 2-core machine that pool has two threads, and a test blocking them would starve
-/// the very server the program is talking to.
+/// Runs a program to completion, waiting for it on a thread of its own so that Swift's
+/// cooperative pool (two threads on a 2-core machine) is never blocked. Spawned with
+/// posix_spawn and its output kept in files: Foundation's Process crashed the test runner
+/// (SIGSEGV) when many ran at once.
 public func runCommand(_ executable: String, _ arguments: [String]) async throws -> CommandResult {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    let output = Pipe(), errors = Pipe()
-    process.standardOutput = output
-    process.standardError = errors
-    process.standardInput = FileHandle.nullDevice
-    try process.run()
-    return await withCheckedContinuation { continuation in
-        let thread = Thread {
-            // Read both pipes to their end before waiting, or a chatty child blocks on a full pipe.
-            let errorData = Mutex(Data())
-            let errorRead = DispatchGroup()
-            errorRead.enter()
-            Thread {
-                errorData.withLock { $0 = errors.fileHandleForReading.readDataToEndOfFile() }
-                errorRead.leave()
-            }.start()
-            let outputData = output.fileHandleForReading.readDataToEndOfFile()
-            errorRead.wait()
-            process.waitUntilExit()
-            continuation.resume(returning: CommandResult(
-                status: process.terminationStatus, output: String(decoding: outputData, as: UTF8.self),
-                errors: errorData.withLock { String(decoding: $0, as: UTF8.self) }))
-        }
-        thread.start()
+    let base = NSTemporaryDirectory() + "command-\(UUID().uuidString)"
+    defer {
+        unlink(base + ".out")
+        unlink(base + ".err")
     }
+    let process = try ManagedProcess(
+        name: (executable as NSString).lastPathComponent, executable: executable, arguments: arguments,
+        logPath: base + ".out", errorLogPath: base + ".err")
+    let status = try await process.waitForTermination()
+    return CommandResult(
+        status: status,
+        output: String(decoding: FileManager.default.contents(atPath: base + ".out") ?? Data(), as: UTF8.self),
+        errors: String(decoding: FileManager.default.contents(atPath: base + ".err") ?? Data(), as: UTF8.self))
 }
 
 /// Runs blocking work (starting a server and polling until it answers) on a thread of its own,

@@ -30,9 +30,10 @@ public final class ManagedProcess: Sendable {
         ProcessInfo.processInfo.environment["SMARTHOST_TEST_PIDDIR"] ?? "/tmp/smarthost-test-pids"
     }
 
-    /// Starts `executable` with `arguments`; stdout and stderr go to `logPath`, stdin is /dev/null.
+    /// Starts `executable` with `arguments`; stdout goes to `logPath`, stderr to `errorLogPath`
+    /// (to `logPath` as well when nil), stdin is /dev/null.
     public init(name: String, executable: String, arguments: [String], logPath: String,
-                environment: [String: String] = [:]) throws {
+                errorLogPath: String? = nil, environment: [String: String] = [:]) throws {
         guard access(executable, X_OK) == 0 else {
             throw ServerStartError(server: name, reason: "\(executable) is not an executable file (run scripts/setup)", log: "")
         }
@@ -41,7 +42,11 @@ public final class ManagedProcess: Sendable {
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        if let errorLogPath {
+            posix_spawn_file_actions_addopen(&actions, 2, errorLogPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        } else {
+            posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        }
 
         var env = ProcessInfo.processInfo.environment
         for (key, value) in environment { env[key] = value }
@@ -98,6 +103,20 @@ public final class ManagedProcess: Sendable {
                 usleep(50_000)
             }
             return nil
+        }
+    }
+
+    /// Waits, on a thread of its own, for a child that ends by itself; its exit code, or 128 plus
+    /// the signal that ended it (as a shell reports it).
+    public func waitForTermination() async throws -> Int32 {
+        let pid = self.pid
+        return try await offPool {
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) == -1 {
+                guard errno == EINTR else { throw ServerStartError(server: "waitpid", reason: String(cString: strerror(errno)), log: "") }
+            }
+            let signal = status & 0x7f
+            return signal == 0 ? (status >> 8) & 0xff : 128 + signal
         }
     }
 
