@@ -43,8 +43,14 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
-        // Rate limits shared by all nodes through Redis (GCRA); connection leases join it later.
-        .target(name: "Throttle", dependencies: ["Redis"]),
+        // Cluster-wide limits through Redis: GCRA quotas, connection leases, the node registry,
+        // traffic shaping adjustments, and the local fallback while Redis is down.
+        .target(name: "Throttle", dependencies: [
+            "Redis", "SmarthostConfig",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
         // SMTP as a language: commands, replies, addresses, the DATA stream. No I/O.
         .target(name: "SMTPProtocol"),
         // An accepted message as one Kafka record: written by ingress nodes, read by delivery nodes.
@@ -65,7 +71,7 @@ let package = Package(
         ]),
         // The delivery node: queues, egress pools, routes, connections, outcomes and retries.
         .target(name: "Delivery", dependencies: [
-            "DNS", "DSN", "Events", "Kafka", "QueueRecord", "SMTPClient", "SMTPProtocol", "SmarthostConfig", "Spool",
+            "DNS", "DSN", "Events", "Kafka", "QueueRecord", "SMTPClient", "SMTPProtocol", "SmarthostConfig", "Spool", "Throttle",
             .product(name: "DequeModule", package: "swift-collections"),
             .product(name: "HeapModule", package: "swift-collections"),
             .product(name: "Logging", package: "swift-log"),
@@ -73,6 +79,7 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "UnixSignals", package: "swift-service-lifecycle"),
         ]),
         // The events topic: each step of a message's life as a JSON record.
         .target(name: "Events"),

@@ -88,6 +88,11 @@ public struct DeliveryQueues: Sendable {
             count += 1
         }
 
+        mutating func prepend(_ entry: QueueEntry) {
+            lanes[entry.lane.index].prepend(entry)
+            count += 1
+        }
+
         /// Highest lane first: a transactional message waits behind at most the connections'
         /// current messages, never behind a bulk backlog.
         mutating func popFirst() -> QueueEntry? {
@@ -136,7 +141,7 @@ public struct DeliveryQueues: Sendable {
     /// go in flight and are returned for the caller to record.
     @discardableResult
     public mutating func promote(now: UInt64, route: (String) -> RouteDecision,
-                                 accepts: (SiteKey) -> Bool = { _ in true }) -> Promotion {
+                                 accepts: (QueueEntry, SiteKey) -> Bool = { _, _ in true }) -> Promotion {
         var promotion = Promotion()
         for name in Array(scheduled.keys) {
             // The route depends only on the domain, the same for the whole queue.
@@ -157,11 +162,9 @@ public struct DeliveryQueues: Sendable {
                         promotion.failed.append((head.entry, reply))
                     case .deliver(let site):
                         let key = SiteKey(pool: head.entry.pool, site: site)
-                        guard accepts(key), (ready[key]?.lanes[lane.index].count ?? 0) < readyQueueSize else { break entries }
+                        guard accepts(head.entry, key), (ready[key]?.lanes[lane.index].count ?? 0) < readyQueueSize else { break entries }
                         popScheduled(name, lane)
-                        if ready[key] == nil { counts.readyQueues += 1 }
-                        ready[key, default: ReadyQueue()].append(head.entry)
-                        counts.ready += 1
+                        appendReady(head.entry, to: key)
                     }
                     promotion.moved += 1
                 }
@@ -205,17 +208,42 @@ public struct DeliveryQueues: Sendable {
         return taken
     }
 
-    /// Every entry waiting for `site` back to its scheduled queue, due at `dueAt`, unattempted:
-    /// the site was suspended. Returns how many moved.
+    /// The entries waiting for `site` that `selected` picks (all by default) back to their
+    /// scheduled queues, due at `dueAt`, unattempted: the site or their traffic was suspended
+    /// or is over its limits for a while. Returns how many moved.
     @discardableResult
-    public mutating func returnToScheduled(from site: SiteKey, dueAt: UInt64) -> Int {
-        let taken = takeAll(from: site)
-        for var entry in taken {
+    public mutating func returnToScheduled(from site: SiteKey, dueAt: UInt64,
+                                           where selected: (QueueEntry) -> Bool = { _ in true }) -> Int {
+        var kept: [QueueEntry] = []
+        var moved = 0
+        while let entry = take(from: site) {
             land(entry.key)
-            entry.dueAt = dueAt
-            schedule(entry)
+            if selected(entry) {
+                var entry = entry
+                entry.dueAt = dueAt
+                schedule(entry)
+                moved += 1
+            } else {
+                kept.append(entry)
+            }
         }
-        return taken.count
+        for entry in kept { appendReady(entry, to: site) }
+        return moved
+    }
+
+    /// An entry a connection took but may not send yet (its limits said wait) goes back to
+    /// the front of its site's ready queue.
+    public mutating func putBack(_ key: QueueEntry.Key, to site: SiteKey) {
+        guard let entry = land(key) else { return }
+        if ready[site] == nil { counts.readyQueues += 1 }
+        ready[site, default: ReadyQueue()].prepend(entry)
+        counts.ready += 1
+    }
+
+    private mutating func appendReady(_ entry: QueueEntry, to site: SiteKey) {
+        if ready[site] == nil { counts.readyQueues += 1 }
+        ready[site, default: ReadyQueue()].append(entry)
+        counts.ready += 1
     }
 
     /// Ends an entry's flight: the caller recorded its outcome and reschedules it if needed.

@@ -8,6 +8,7 @@ import SMTPClient
 import SMTPProtocol
 import SmarthostConfig
 import Spool
+import Throttle
 
 /// Owns a delivery node's queues: puts spooled messages in their scheduled queues, promotes
 /// due ones to ready queues, opens connections to sites with mail waiting, and records each
@@ -35,6 +36,7 @@ public actor QueueManager {
         /// Builds the notifications to senders; nil when `delivery.send_dsn` is false.
         public var notifications: DSNBuilder?
         public var delayNoticeAfter: Duration?
+        public var shapingRules: [SmarthostConfiguration.ShapingRule]
 
         public init(configuration: SmarthostConfiguration) {
             let delivery = configuration.delivery
@@ -57,6 +59,7 @@ public actor QueueManager {
                 reportingMTA: defaultEHLOName, postmaster: Mailbox(localPart: "MAILER-DAEMON", domain: defaultEHLOName),
                 messageIDDomain: defaultEHLOName) : nil
             delayNoticeAfter = delivery.delayNoticeAfter
+            shapingRules = configuration.shaping
         }
     }
 
@@ -93,6 +96,16 @@ public actor QueueManager {
     private var suspended: [SiteKey: (until: UInt64, rule: String)] = [:]
     private var stopping = false
     private var random = SystemRandomNumberGenerator()
+    /// Cluster-wide limits, suspensions and shaping (nil: this node's own limits only).
+    private let throttle: ClusterThrottle?
+    private var shaping: [(rule: SmarthostConfiguration.ShapingRule, matcher: ReplyMatcher)]
+    /// The domains routed to each site, for connection limits that select a domain.
+    private var siteDomains: [Site: Set<String>] = [:]
+    /// Sites whose connection leases are being asked for, and when to ask again after a refusal.
+    private var acquiring: Set<SiteKey> = []
+    private var leaseRetry: [SiteKey: (at: UInt64, interval: UInt64)] = [:]
+    /// The throttle generation whose suspensions the ready queues reflect.
+    private var appliedGeneration = 0
 
     private let recipientCounters = (
         delivered: Counter(label: "smarthost_delivery_recipients_total", dimensions: [("outcome", "delivered")]),
@@ -111,9 +124,13 @@ public actor QueueManager {
     /// `mailRouter` resolves the domains that `staticRoutes` does not name; without one, their
     /// entries are held.
     public init(settings: Settings, spool: Spool, events: EventPublisher, staticRoutes: StaticRoutes,
-                mailRouter: (any MailRouter)?, clock: @escaping @Sendable () -> UInt64 = { MessageID.currentMilliseconds() },
+                mailRouter: (any MailRouter)?, throttle: ClusterThrottle? = nil,
+                clock: @escaping @Sendable () -> UInt64 = { MessageID.currentMilliseconds() },
                 logger: Logger = Logger(label: "smarthost.delivery")) {
         self.settings = settings
+        self.throttle = throttle
+        // The loader has compiled every rule's expression already.
+        shaping = settings.shapingRules.map { ($0, try! ReplyMatcher($0.pattern)) }
         queues = DeliveryQueues(readyQueueSize: settings.readyQueueSize)
         self.spool = spool
         self.events = events
@@ -162,22 +179,31 @@ public actor QueueManager {
     public func pump() {
         guard !stopping else { return }
         let now = clock()
-        let promotion = queues.promote(now: now, route: { route($0, now: now) }, accepts: { !isPaused($0, now: now) })
+        applyClusterSuspensions(now: now)
+        let promotion = queues.promote(now: now, route: { route($0, now: now) },
+                                       accepts: { entry, site in !isPaused(site, now: now) && !isSuspended(entry, at: site, now: now) })
         if !promotion.failed.isEmpty {
             Task { await self.recordRouteFailures(promotion.failed) }
         }
-        for (site, waiting) in queues.readySites {
+        for (site, waiting) in queues.readySites where !isPaused(site, now: now) {
             guard let siteTargets = targets[site.site] else { continue }
-            let open = connections[site, default: 0]
             // A connection per waiting message, counting those already open (still in their
             // handshake, or about to take the next message), up to the limit: a short queue
             // does not open connections it cannot use.
-            let wanted = min(settings.maxConnectionsPerSite, waiting) - open
-            for _ in 0..<max(wanted, 0) {
-                connections[site, default: 0] += 1
-                let client = clientSettings(for: site)
-                let candidates = siteTargets.candidates(using: &random)
-                Task { await self.runConnection(site: site, candidates: candidates, settings: client) }
+            let wanted = min(settings.maxConnectionsPerSite, waiting) - connections[site, default: 0]
+            guard wanted > 0 else { continue }
+            guard let throttle else {
+                for _ in 0..<wanted { open(site, siteTargets, lease: nil, messageLimit: settings.maxMessagesPerConnection) }
+                continue
+            }
+            // Leases first: one request per site at a time, and after a refusal not again
+            // before the retry interval (the limit is full; someone else's connection must end).
+            guard !acquiring.contains(site), leaseRetry[site].map({ $0.at <= now }) ?? true else { continue }
+            acquiring.insert(site)
+            let traffic = connectionTraffic(site, siteTargets)
+            Task {
+                let leases = await throttle.acquire(traffic, count: wanted)
+                await self.leased(site, leases)
             }
         }
         for (state, gauge) in depthGauges { gauge.record(queues.counts[state]) }
@@ -185,14 +211,77 @@ public actor QueueManager {
         suspendedGauge.record(suspended.values.filter { $0.until > now }.count)
     }
 
+    private func connectionTraffic(_ site: SiteKey, _ siteTargets: SiteTargets) -> ConnectionTraffic {
+        ConnectionTraffic(pool: site.pool, site: site.site.name, siteHosts: siteTargets.hostNames, domains: siteDomains[site.site] ?? [])
+    }
+
+    /// Leases came back for `site`: a connection for each (none: ask again later).
+    private func leased(_ site: SiteKey, _ leases: [ConnectionLease]) {
+        acquiring.remove(site)
+        let now = clock()
+        guard !leases.isEmpty else {
+            let interval = min(max((leaseRetry[site]?.interval ?? 0) * 2, Self.firstLeaseRetry), Self.maximumLeaseRetry)
+            leaseRetry[site] = (now + interval, interval)
+            return
+        }
+        leaseRetry[site] = nil
+        guard !stopping, let throttle, let siteTargets = targets[site.site] else {
+            for lease in leases { Task { await throttle?.release(lease) } }
+            return
+        }
+        let plan = throttle.connectionPlan(connectionTraffic(site, siteTargets))
+        let messageLimit = min(settings.maxMessagesPerConnection, plan.maxMessagesPerConnection ?? .max)
+        for lease in leases { open(site, siteTargets, lease: lease, messageLimit: messageLimit) }
+    }
+
+    static let firstLeaseRetry: UInt64 = 250
+    static let maximumLeaseRetry: UInt64 = 1_000
+
+    private func open(_ site: SiteKey, _ siteTargets: SiteTargets, lease: ConnectionLease?, messageLimit: Int) {
+        connections[site, default: 0] += 1
+        let client = clientSettings(for: site)
+        let candidates = siteTargets.candidates(using: &random)
+        Task { await self.runConnection(site: site, candidates: candidates, settings: client, lease: lease, messageLimit: messageLimit) }
+    }
+
+    /// When the cluster's suspensions changed, the ready entries they now cover go back to their
+    /// scheduled queues (unattempted), where promotion leaves them until the suspension ends.
+    private func applyClusterSuspensions(now: UInt64) {
+        guard let throttle, throttle.generation != appliedGeneration else { return }
+        appliedGeneration = throttle.generation
+        var returned = 0
+        for (site, _) in queues.readySites {
+            returned += queues.returnToScheduled(from: site, dueAt: now) { isSuspended($0, at: site, now: now) }
+        }
+        if returned > 0 {
+            logger.notice("suspended traffic back in its scheduled queues", metadata: ["entries": "\(returned)"])
+        }
+    }
+
+    /// A cluster-wide suspension (by a shaping rule or an operator) covers this entry.
+    private func isSuspended(_ entry: QueueEntry, at site: SiteKey, now: UInt64) -> Bool {
+        guard let until = throttle?.suspendedUntil(pool: site.pool, site: site.site.name, domain: entry.domain, tenant: entry.tenant)
+        else { return false }
+        return until > now
+    }
+
+    /// New limits and shaping rules (a configuration reload), in force without a restart.
+    public func reload(_ configuration: SmarthostConfiguration) async {
+        shaping = configuration.shaping.map { ($0, try! ReplyMatcher($0.pattern)) }
+        await throttle?.reload(limits: configuration.limits)
+        logger.notice("limits and traffic shaping rules reloaded", metadata: [
+            "limits": "\(configuration.limits.count)", "shaping_rules": "\(configuration.shaping.count)",
+        ])
+    }
+
     /// A domain's route: a static route, else its MX answer while its TTL lasts (a lookup is
     /// started when there is none, and the domain's entries wait for it).
     private func route(_ domain: String, now: UInt64) -> RouteDecision {
-        if let hop = staticRoutes.nextHop(domain: domain) { return deliver(to: hop) }
+        if let hop = staticRoutes.nextHop(domain: domain) { return deliver(domain, to: hop) }
         // An address literal (user@[192.0.2.1], RFC 5321 §4.1.3) names the host: no DNS.
         if domain.hasPrefix("["), domain.hasSuffix("]") {
             let literal = domain.dropFirst().dropLast()
-            return deliver(to: NextHop(host: String(literal.hasPrefix("ipv6:") ? literal.dropFirst(5) : literal), port: settings.smtpPort))
+            return deliver(domain, to: NextHop(host: String(literal.hasPrefix("ipv6:") ? literal.dropFirst(5) : literal), port: settings.smtpPort))
         }
         guard let mailRouter else {
             return .hold(reason: "no route for \(domain): no static route, no delivery.default_next_hop and no MX resolution")
@@ -202,6 +291,7 @@ public actor QueueManager {
             case .hosts(let name, let hosts):
                 let site = Site(name: name)
                 targets[site] = .exchanges(hosts, port: settings.smtpPort)
+                siteDomains[site, default: []].insert(domain)
                 return .deliver(site)
             case .failed(let reply):
                 return .fail(reply)
@@ -216,9 +306,10 @@ public actor QueueManager {
         return .wait
     }
 
-    private func deliver(to hop: NextHop) -> RouteDecision {
+    private func deliver(_ domain: String, to hop: NextHop) -> RouteDecision {
         let site = Site(hop)
         targets[site] = .nextHop(hop)
+        siteDomains[site, default: []].insert(domain)
         return .deliver(site)
     }
 
@@ -243,11 +334,13 @@ public actor QueueManager {
         mailRoutes = mailRoutes.filter { $0.value.validUntil > now }
         let busy = Set(queues.readySites.map(\.site.site) + connections.keys.map(\.site))
         targets = targets.filter { busy.contains($0.key) }
+        siteDomains = siteDomains.filter { busy.contains($0.key) }
     }
 
     private func isPaused(_ site: SiteKey, now: UInt64) -> Bool {
         if let until = backoff[site]?.until, until > now { return true }
         if let until = suspended[site]?.until, until > now { return true }
+        if let until = throttle?.suspendedUntil(pool: site.pool, site: site.site.name), until > now { return true }
         return false
     }
 
@@ -277,13 +370,59 @@ public actor QueueManager {
 
     // MARK: - Connections
 
-    private func take(_ site: SiteKey) -> QueueEntry? {
-        stopping || isPaused(site, now: clock()) ? nil : queues.take(from: site)
+    /// What a connection does next.
+    enum Next {
+        case send(QueueEntry)
+        /// Nothing waiting for the site.
+        case idle
+        /// Entries wait, but their limits allow none before this.
+        case wait(Duration)
+        /// The site is paused, the node stopping, or the connection's lease no longer current.
+        case end
     }
 
-    private func connectionEnded(_ site: SiteKey) {
+    /// The next entry for a connection to `site`, taken in flight once every limit that
+    /// applies to it has allowed it. An entry over its limits for longer than a moment goes
+    /// back to its scheduled queue, unattempted, with the others of its domain and tenant.
+    private func next(for site: SiteKey, lease: ConnectionLease?) async -> Next {
+        let now = clock()
+        if stopping || isPaused(site, now: now) { return .end }
+        if let lease, let throttle, !throttle.isCurrent(lease) { return .end }
+        guard let entry = queues.take(from: site) else { return .idle }
+        guard let throttle, let siteTargets = targets[site.site] else { return .send(entry) }
+        if isSuspended(entry, at: site, now: now) {
+            queues.putBack(entry.key, to: site)
+            applyClusterSuspensionsNow(site, now: now)
+            return .wait(.zero)
+        }
+        let traffic = MessageTraffic(pool: site.pool, site: site.site.name, siteHosts: siteTargets.hostNames,
+                                     domain: entry.domain, tenant: entry.tenant)
+        guard let wait = await throttle.admit(traffic) else { return .send(entry) }
+        queues.putBack(entry.key, to: site)
+        if wait > Self.longestLimitWait {
+            let due = clock() + UInt64(wait.milliseconds)
+            let returned = queues.returnToScheduled(from: site, dueAt: due) { $0.domain == entry.domain && $0.tenant == entry.tenant }
+            logger.info("over a limit for a while: entries back in their scheduled queue", metadata: [
+                "site": "\(site)", "domain": "\(entry.domain)", "tenant": "\(entry.tenant)", "entries": "\(returned)",
+                "wait": "\(wait)",
+            ])
+            return .wait(.zero)
+        }
+        return .wait(wait)
+    }
+
+    /// A connection waits this long at most for its next message's limits; longer waits send
+    /// the entries back to their scheduled queues and free the connection.
+    static let longestLimitWait: Duration = .seconds(2)
+
+    private func applyClusterSuspensionsNow(_ site: SiteKey, now: UInt64) {
+        queues.returnToScheduled(from: site, dueAt: now) { isSuspended($0, at: site, now: now) }
+    }
+
+    private func connectionEnded(_ site: SiteKey, lease: ConnectionLease?) {
         connections[site, default: 1] -= 1
         if connections[site] == 0 { connections[site] = nil }
+        if let lease, let throttle { Task { await throttle.release(lease) } }
         pump()
     }
 
@@ -291,7 +430,8 @@ public actor QueueManager {
     /// answers), send what the site's ready queue holds (up to the per-connection limit),
     /// close it. When no address can be opened, every entry waiting for the site fails: they
     /// are retried on their schedule.
-    private nonisolated func runConnection(site: SiteKey, candidates: [ConnectionCandidate], settings client: SMTPClientSettings) async {
+    private nonisolated func runConnection(site: SiteKey, candidates: [ConnectionCandidate], settings client: SMTPClientSettings,
+                                           lease: ConnectionLease?, messageLimit: Int) async {
         var failure: SMTPClientError?
         for candidate in candidates {
             var opened = false
@@ -299,7 +439,7 @@ public actor QueueManager {
                 try await SMTPClientSession.withSession(host: candidate.address, port: candidate.port, settings: client) { session in
                     opened = true
                     await reached(site)
-                    try await send(on: session, to: site, host: candidate.host)
+                    try await send(on: session, to: site, host: candidate.host, lease: lease, messageLimit: messageLimit)
                 }
                 failure = nil
                 break
@@ -317,20 +457,31 @@ public actor QueueManager {
             }
         }
         if let failure { await connectionFailed(site, error: failure) }
-        await connectionEnded(site)
+        await connectionEnded(site, lease: lease)
     }
 
     /// Sends the site's ready entries on an open session until the queue is empty for a
     /// moment, the per-connection limit is reached or the session is unusable.
-    private nonisolated func send(on session: SMTPClientSession, to site: SiteKey, host: String) async throws {
+    private nonisolated func send(on session: SMTPClientSession, to site: SiteKey, host: String, lease: ConnectionLease?,
+                                  messageLimit: Int) async throws {
         var idle = 0
-        while session.isUsable && session.messagesSent < settings.maxMessagesPerConnection {
-            guard let entry = await take(site) else {
+        while session.isUsable && session.messagesSent < messageLimit {
+            let entry: QueueEntry
+            switch await next(for: site, lease: lease) {
+            case .end:
+                return
+            case .idle:
                 // Keep the connection a moment for mail about to be promoted.
                 idle += 1
                 if idle > 5 { return }
                 try await Task.sleep(for: .milliseconds(50))
                 continue
+            case .wait(let delay):
+                idle = 0
+                try await Task.sleep(for: min(delay, .seconds(1)))
+                continue
+            case .send(let taken):
+                entry = taken
             }
             idle = 0
             let attempt = Attempt(site: site, peer: session.peer, tls: session.tlsActive, host: host)
@@ -369,6 +520,7 @@ public actor QueueManager {
     /// instead, and the waiting entries go back to their queues unattempted.
     private func connectionFailed(_ site: SiteKey, error: SMTPClientError) async {
         if case .refused(let reply) = error.kind {
+            shape(site, tenant: nil, replies: [reply])
             let verdict = settings.classifier.classify(reply)
             if verdict.action == .suspend, let rule = verdict.rule, let delay = verdict.delay {
                 suspend(site, for: delay, rule: rule, reply: reply)
@@ -390,6 +542,18 @@ public actor QueueManager {
                                       tried: true, classify: false)
                 }
             }
+        }
+    }
+
+    /// Counts the replies that traffic shaping rules watch, cluster-wide; a rule at its
+    /// threshold puts its action in force on every node. A refusal before any message has no
+    /// tenant, so it cannot count towards a tenant suspension.
+    private func shape(_ site: SiteKey, tenant: String?, replies: [SMTPReply]) {
+        guard let throttle, !shaping.isEmpty else { return }
+        for (rule, matcher) in shaping {
+            guard let reply = replies.first(where: matcher.matches) else { continue }
+            if rule.action == .suspendTenant && tenant == nil { continue }
+            Task { await throttle.shapingRuleMatched(rule, pool: site.pool, site: site.site.name, tenant: tenant ?? "", reply: "\(reply)") }
         }
     }
 
@@ -457,6 +621,9 @@ public actor QueueManager {
                 : ResponseClassifier.Verdict(action: reply.isPermanent ? .bounce : .retry, delay: nil, rule: nil)
             let failure = Failure(recipient: recipient, reply: reply, verdict: verdict)
             if verdict.isFinal { bounced.append(failure) } else { deferred.append(failure) }
+        }
+        if classify, let site = attempt.site {
+            shape(site, tenant: entry.tenant, replies: (bounced + deferred).map(\.reply))
         }
         // A suspension is the destination asking us to back off, not a failed attempt.
         let suspendedOnly = !deferred.isEmpty && bounced.isEmpty && finals.isEmpty

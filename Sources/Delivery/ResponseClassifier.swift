@@ -17,39 +17,40 @@ public struct ResponseClassifier: Sendable {
         public var isFinal: Bool { action == .bounce }
     }
 
-    private struct CompiledRule: Sendable {
-        var rule: SmarthostConfiguration.ResponseRule
-        var text: NSRegularExpression?
-    }
-
-    private let rules: [CompiledRule]
+    private let rules: [(rule: SmarthostConfiguration.ResponseRule, matcher: ReplyMatcher)]
 
     /// Throws when a rule's text is not a regular expression (the configuration loader has
     /// already refused such a file).
     public init(rules: [SmarthostConfiguration.ResponseRule]) throws {
-        self.rules = try rules.map { rule in
-            CompiledRule(rule: rule, text: try rule.text.map { try NSRegularExpression(pattern: $0) })
-        }
+        self.rules = try rules.map { ($0, try ReplyMatcher($0.pattern)) }
     }
 
     public func classify(_ reply: SMTPReply) -> Verdict {
-        let text = reply.lines.joined(separator: " ")
-        let enhanced = reply.enhancedCode?.description
-        for compiled in rules where matches(compiled, reply.code, enhanced, text) {
-            return Verdict(action: compiled.rule.action, delay: compiled.rule.delay, rule: compiled.rule.name)
+        for (rule, matcher) in rules where matcher.matches(reply) {
+            return Verdict(action: rule.action, delay: rule.delay, rule: rule.name)
         }
         return Verdict(action: reply.isPermanent ? .bounce : .retry, delay: nil, rule: nil)
     }
+}
 
-    private func matches(_ compiled: CompiledRule, _ code: Int, _ enhanced: String?, _ text: String) -> Bool {
-        let rule = compiled.rule
-        if let pattern = rule.code, !pattern.matches(code) { return false }
-        if let pattern = rule.enhanced {
-            guard let enhanced, pattern.matches(enhanced) else { return false }
+/// A reply pattern of the configuration, its text compiled: every condition given must hold.
+public struct ReplyMatcher: Sendable {
+    private let pattern: SmarthostConfiguration.ReplyPattern
+    private let text: NSRegularExpression?
+
+    public init(_ pattern: SmarthostConfiguration.ReplyPattern) throws {
+        self.pattern = pattern
+        text = try pattern.text.map { try NSRegularExpression(pattern: $0) }
+    }
+
+    public func matches(_ reply: SMTPReply) -> Bool {
+        if let code = pattern.code, !code.matches(reply.code) { return false }
+        if let enhanced = pattern.enhanced {
+            guard let actual = reply.enhancedCode?.description, enhanced.matches(actual) else { return false }
         }
-        if let regex = compiled.text {
-            let range = NSRange(text.startIndex..., in: text)
-            guard regex.firstMatch(in: text, range: range) != nil else { return false }
+        if let text {
+            let joined = reply.lines.joined(separator: " ")
+            guard text.firstMatch(in: joined, range: NSRange(joined.startIndex..., in: joined)) != nil else { return false }
         }
         return true
     }

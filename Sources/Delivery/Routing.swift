@@ -57,6 +57,14 @@ enum SiteTargets: Sendable, Equatable {
     case nextHop(NextHop)
     case exchanges([MailHost], port: Int)
 
+    /// The host names that `site:` selectors of limits are matched against.
+    var hostNames: [String] {
+        switch self {
+        case .nextHop(let hop): [hop.host.lowercased()]
+        case .exchanges(let exchanges, _): exchanges.map { $0.name.lowercased() }
+        }
+    }
+
     /// At most this many addresses per connection attempt (Postfix's smtp_mx_address_limit),
     /// so an unreachable site costs a bounded number of connect timeouts.
     static let addressLimit = 5

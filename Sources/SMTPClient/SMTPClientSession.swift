@@ -186,7 +186,7 @@ public final class SMTPClientSession {
                 try await reset()
                 return outcomes
             case .finished(let outcomes, let needsReset):
-                if needsReset { try await reset() }
+                if needsReset && closing == nil { try await reset() }
                 if outcomes.contains(where: { if case .delivered = $0 { true } else { false } }) { messagesSent += 1 }
                 return outcomes
             }
@@ -238,7 +238,11 @@ public final class SMTPClientSession {
                 }
                 switch result {
                 case .success(let reply)?:
-                    if reply.code == 421 { closing = reply }
+                    if reply.code == 421 {
+                        // The server is closing the session (RFC 5321 §3.8): no further command.
+                        closing = reply
+                        isUsable = false
+                    }
                     return reply
                 case .failure(let failure)?: throw fail(.protocolViolation(failure.description), at: stage)
                 case nil: break

@@ -112,3 +112,62 @@ extension SmarthostConfiguration {
         public static func == (a: Self, b: Self) -> Bool { a.description == b.description }
     }
 }
+
+extension SmarthostConfiguration {
+    /// The conditions a reply must meet: every one given (at least one is).
+    public struct ReplyPattern: Sendable, Equatable {
+        public var code: CodePattern?
+        public var enhanced: EnhancedCodePattern?
+        /// A regular expression (ICU syntax) searched in the reply's text, lines joined by spaces.
+        public var text: String?
+
+        public init(code: CodePattern? = nil, enhanced: EnhancedCodePattern? = nil, text: String? = nil) {
+            self.code = code
+            self.enhanced = enhanced
+            self.text = text
+        }
+    }
+
+    /// Traffic shaping: when destinations' replies match `pattern` (`threshold` times within
+    /// `window`, counted cluster-wide), every delivery node applies `action` to the traffic
+    /// from that pool to that site (or to that tenant) for `duration`.
+    public struct ShapingRule: Sendable, Equatable {
+        public enum Action: String, Sendable, CaseIterable {
+            /// Lower the message rate to `messageRate`.
+            case messageRate = "message_rate"
+            /// Lower the concurrent connections to `maxConnections`.
+            case maxConnections = "max_connections"
+            /// No connection to the site from the pool.
+            case suspend
+            /// None of the tenant's mail is sent, to any destination.
+            case suspendTenant = "suspend_tenant"
+        }
+
+        public var name: String
+        public var pattern: ReplyPattern
+        public var threshold: Int
+        public var window: Duration
+        public var action: Action
+        public var messageRate: Rate?
+        public var maxConnections: Int?
+        public var duration: Duration
+
+        public init(name: String, pattern: ReplyPattern, threshold: Int = 1, window: Duration = .seconds(3_600),
+                    action: Action, messageRate: Rate? = nil, maxConnections: Int? = nil, duration: Duration) {
+            self.name = name
+            self.pattern = pattern
+            self.threshold = threshold
+            self.window = window
+            self.action = action
+            self.messageRate = messageRate
+            self.maxConnections = maxConnections
+            self.duration = duration
+        }
+    }
+}
+
+extension SmarthostConfiguration.ResponseRule {
+    public var pattern: SmarthostConfiguration.ReplyPattern {
+        SmarthostConfiguration.ReplyPattern(code: code, enhanced: enhanced, text: text)
+    }
+}

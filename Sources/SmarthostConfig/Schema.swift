@@ -16,7 +16,7 @@ extension SchemaReader {
 
     static let sections = [
         "node", "kafka", "redis", "pools", "traffic_classes", "tenants", "routes", "delivery", "ingress", "limits",
-        "dns", "response_rules",
+        "dns", "response_rules", "shaping",
     ]
 
     func configuration(_ root: Node?) -> SmarthostConfiguration? {
@@ -44,11 +44,12 @@ extension SchemaReader {
         } ?? []
         let dns = top["dns"].flatMap { self.dns($0, top.path("dns")) } ?? Configuration.DNSSettings()
         let responseRules = top["response_rules"].map { self.responseRules($0, top.path("response_rules")) } ?? []
+        let shaping = top["shaping"].map { self.shapingRules($0, top.path("shaping")) } ?? []
         guard diagnostics.isEmpty, let node, let kafka, let redis, let tenants else { return nil }
         return SmarthostConfiguration(node: node, kafka: kafka, redis: redis, pools: pools.values,
                                       trafficClasses: classes.values, tenants: tenants.values, routes: routes,
                                       delivery: delivery, ingress: ingress, limits: limits, dns: dns,
-                                      responseRules: responseRules)
+                                      responseRules: responseRules, shaping: shaping)
     }
 
     // MARK: node
@@ -493,34 +494,10 @@ extension SchemaReader {
             let before = diagnostics.count
             guard let fields = fields(item, path[index], known: ["name", "code", "enhanced", "text", "action", "delay"])
             else { continue }
-            let name = optional(fields, "name") {
-                self.name($0, $1, expected: "a rule name matching [A-Za-z0-9._-]{1,64}", maximumLength: 64,
-                          first: Names.isTopicCharacter, rest: Names.isTopicCharacter)
-            } ?? "rule-\(index + 1)"
-            let code = optional(fields, "code") {
-                value($0, $1, expected: "a reply code such as 421 or 4xx") { text throws(ValueError) in
-                    guard let pattern = Configuration.CodePattern(text) else {
-                        throw ValueError("expected a reply code such as 421 or 4xx (three characters, digits or x), got \(Display.quoted(text))")
-                    }
-                    return pattern
-                }
-            }
-            let enhanced = optional(fields, "enhanced") {
-                value($0, $1, expected: "an enhanced status code such as 4.7.28 or 4.7.*") { text throws(ValueError) in
-                    guard let pattern = Configuration.EnhancedCodePattern(text) else {
-                        throw ValueError("expected an enhanced status code such as 4.7.28, 4.7.* or 4.7.65*, got \(Display.quoted(text))")
-                    }
-                    return pattern
-                }
-            }
-            let text = optional(fields, "text") {
-                value($0, $1, expected: "a regular expression", ConfigSyntax.regularExpression)
-            }
+            let name = ruleName(fields, index: index)
+            let pattern = replyPattern(fields, item, path[index])
             let action: Configuration.ResponseRule.Action? = required(fields, "action").flatMap { choice($0, fields.path("action")) }
             let delay = optional(fields, "delay") { duration($0, $1, .seconds(1) ... .seconds(7 * 86_400)) }
-            if fields["code"] == nil && fields["enhanced"] == nil && fields["text"] == nil {
-                report(item, path[index], "expected at least one of code, enhanced or text to match replies, got none")
-            }
             if let action {
                 let needsDelay = action == .retryLater || action == .suspend
                 if needsDelay && fields["delay"] == nil {
@@ -532,9 +509,9 @@ extension SchemaReader {
             if let first = firstIndex[name], let nameNode = fields["name"] {
                 report(nameNode, fields.path("name"), "duplicate rule name: \"\(name)\" is already used by \(path[first])")
             }
-            guard diagnostics.count == before, let action else { continue }
+            guard diagnostics.count == before, let action, let pattern else { continue }
             firstIndex[name] = index
-            rules.append(Configuration.ResponseRule(name: name, code: code, enhanced: enhanced, text: text,
+            rules.append(Configuration.ResponseRule(name: name, code: pattern.code, enhanced: pattern.enhanced, text: pattern.text,
                                                     action: action, delay: delay))
         }
         return rules
@@ -595,11 +572,13 @@ extension SchemaReader {
         return settings
     }
 
-    static let limitSelectors = ["pool", "domain", "tenant"]
+    static let limitSelectors = ["pool", "site", "domain", "tenant"]
     static let limitKinds = [
         "max_connections", "max_message_rate", "max_messages_per_connection", "max_messages_per_hour",
         "max_messages_per_day",
     ]
+    /// Limits on connections, which carry several tenants' mail: no tenant selector.
+    static let connectionKinds = ["max_connections", "max_messages_per_connection"]
 
     private func limits(_ node: Node, _ path: KeyPath, pools: Set<String>?,
                         tenants: Set<String>?) -> [Configuration.Limit] {
@@ -608,29 +587,39 @@ extension SchemaReader {
         var firstIndex: [Configuration.Limit.Scope: Int] = [:]
         for (index, item) in items.enumerated() {
             let before = diagnostics.count
-            guard let fields = fields(item, path[index], known: Self.limitSelectors + Self.limitKinds) else { continue }
+            guard let fields = fields(item, path[index], known: Self.limitSelectors + Self.limitKinds + ["message_rate_burst"])
+            else { continue }
             let scope = Configuration.Limit.Scope(
-                pool: optional(fields, "pool") { reference($0, $1, kind: "pool", section: "pools", names: pools) },
-                domain: optional(fields, "domain", domain),
+                pool: optional(fields, "pool") { wildcard($0) ?? reference($0, $1, kind: "pool", section: "pools", names: pools) },
+                site: optional(fields, "site") { wildcard($0) ?? domain($0, $1) },
+                domain: optional(fields, "domain") { wildcard($0) ?? domain($0, $1) },
                 tenant: optional(fields, "tenant") {
-                    reference($0, $1, kind: "tenant", section: "tenants", names: tenants)
+                    wildcard($0) ?? reference($0, $1, kind: "tenant", section: "tenants", names: tenants)
                 })
             let limit = Configuration.Limit(
                 scope: scope,
                 maxConnections: optional(fields, "max_connections") { integer($0, $1, 1...10_000) },
                 maxMessageRate: optional(fields, "max_message_rate", rate),
+                messageRateBurst: optional(fields, "message_rate_burst") { integer($0, $1, 1...1_000_000) },
                 maxMessagesPerConnection: optional(fields, "max_messages_per_connection") {
                     integer($0, $1, 1...10_000)
                 },
                 maxMessagesPerHour: optional(fields, "max_messages_per_hour") { integer($0, $1, 1...1_000_000_000) },
                 maxMessagesPerDay: optional(fields, "max_messages_per_day") { integer($0, $1, 1...1_000_000_000) })
             if !Self.limitSelectors.contains(where: { fields[$0] != nil }) {
-                report(item, path[index], "expected at least one of pool, domain or tenant to select the traffic "
+                report(item, path[index], "expected at least one of pool, site, domain or tenant to select the traffic "
                        + "to limit, got none")
             }
             if !Self.limitKinds.contains(where: { fields[$0] != nil }) {
                 report(item, path[index], "expected at least one of \(Self.limitKinds.joined(separator: ", ")), "
                        + "got none")
+            }
+            if let tenantNode = fields["tenant"], let kind = Self.connectionKinds.first(where: { fields[$0] != nil }) {
+                report(tenantNode, fields.path("tenant"), "\(kind) cannot be limited per tenant (a connection carries "
+                       + "several tenants' mail); put it in an entry without tenant")
+            }
+            if let burstNode = fields["message_rate_burst"], fields["max_message_rate"] == nil {
+                report(burstNode, fields.path("message_rate_burst"), "message_rate_burst needs max_message_rate in the same entry")
             }
             guard diagnostics.count == before else { continue }
             if let first = firstIndex[scope] {
@@ -641,6 +630,85 @@ extension SchemaReader {
             limits.append(limit)
         }
         return limits
+    }
+
+    /// `*` as a selector: one limit per value.
+    private func wildcard(_ node: Node) -> String? {
+        node.scalar?.string == "*" ? "*" : nil
+    }
+
+    // MARK: shaping
+
+    private func shapingRules(_ node: Node, _ path: KeyPath) -> [Configuration.ShapingRule] {
+        guard let items = list(node, path, expected: "a list of traffic shaping rules") else { return [] }
+        var rules: [Configuration.ShapingRule] = []
+        var firstIndex: [String: Int] = [:]
+        for (index, item) in items.enumerated() {
+            let before = diagnostics.count
+            guard let fields = fields(item, path[index], known: [
+                "name", "code", "enhanced", "text", "threshold", "window", "action", "message_rate", "max_connections", "duration",
+            ]) else { continue }
+            let name = ruleName(fields, index: index)
+            let pattern = replyPattern(fields, item, path[index])
+            let threshold = optional(fields, "threshold") { integer($0, $1, 1...1_000_000) } ?? 1
+            let window = optional(fields, "window") { duration($0, $1, .seconds(1) ... .seconds(86_400)) } ?? .seconds(3_600)
+            let action: Configuration.ShapingRule.Action? = required(fields, "action").flatMap { choice($0, fields.path("action")) }
+            let messageRate = optional(fields, "message_rate", rate)
+            let maxConnections = optional(fields, "max_connections") { integer($0, $1, 0...10_000) }
+            let lasting = required(fields, "duration").flatMap { duration($0, fields.path("duration"), .seconds(1) ... .seconds(7 * 86_400)) }
+            if let action {
+                for (key, needed) in [("message_rate", action == .messageRate), ("max_connections", action == .maxConnections)] {
+                    if needed && fields[key] == nil {
+                        report(item, path[index], "action \(action.rawValue) needs \(key)")
+                    } else if !needed, let extra = fields[key] {
+                        report(extra, fields.path(key), "action \(action.rawValue) takes no \(key); remove it")
+                    }
+                }
+            }
+            if let first = firstIndex[name], let nameNode = fields["name"] {
+                report(nameNode, fields.path("name"), "duplicate rule name: \"\(name)\" is already used by \(path[first])")
+            }
+            guard diagnostics.count == before, let pattern, let action, let lasting else { continue }
+            firstIndex[name] = index
+            rules.append(Configuration.ShapingRule(name: name, pattern: pattern, threshold: threshold, window: window, action: action,
+                                                   messageRate: messageRate, maxConnections: maxConnections, duration: lasting))
+        }
+        return rules
+    }
+
+    private func ruleName(_ fields: Fields, index: Int) -> String {
+        optional(fields, "name") {
+            self.name($0, $1, expected: "a rule name matching [A-Za-z0-9._-]{1,64}", maximumLength: 64,
+                      first: Names.isTopicCharacter, rest: Names.isTopicCharacter)
+        } ?? "rule-\(index + 1)"
+    }
+
+    /// `code`, `enhanced` and `text` of a response or shaping rule; at least one is required.
+    private func replyPattern(_ fields: Fields, _ item: Node, _ path: KeyPath) -> Configuration.ReplyPattern? {
+        let before = diagnostics.count
+        let code = optional(fields, "code") {
+            value($0, $1, expected: "a reply code such as 421 or 4xx") { text throws(ValueError) in
+                guard let pattern = Configuration.CodePattern(text) else {
+                    throw ValueError("expected a reply code such as 421 or 4xx (three characters, digits or x), got \(Display.quoted(text))")
+                }
+                return pattern
+            }
+        }
+        let enhanced = optional(fields, "enhanced") {
+            value($0, $1, expected: "an enhanced status code such as 4.7.28 or 4.7.*") { text throws(ValueError) in
+                guard let pattern = Configuration.EnhancedCodePattern(text) else {
+                    throw ValueError("expected an enhanced status code such as 4.7.28, 4.7.* or 4.7.65*, got \(Display.quoted(text))")
+                }
+                return pattern
+            }
+        }
+        let text = optional(fields, "text") {
+            value($0, $1, expected: "a regular expression", ConfigSyntax.regularExpression)
+        }
+        if fields["code"] == nil && fields["enhanced"] == nil && fields["text"] == nil {
+            report(item, path, "expected at least one of code, enhanced or text to match replies, got none")
+        }
+        return diagnostics.count == before ? Configuration.ReplyPattern(code: code, enhanced: enhanced, text: text) : nil
     }
 
     // MARK: Helpers

@@ -21,12 +21,14 @@ public struct SmarthostConfiguration: Sendable, Equatable {
     public var dns: DNSSettings
     /// The operator's reply rules in file order, tried before the built-in ones.
     public var responseRules: [ResponseRule]
+    /// Traffic shaping rules in file order.
+    public var shaping: [ShapingRule]
 
     public init(node: NodeSettings, kafka: KafkaSettings, redis: RedisSettings, pools: [String: Pool] = [:],
                 trafficClasses: [String: TrafficClass] = TrafficClass.builtIn, tenants: [String: Tenant],
                 routes: [Route] = [], delivery: DeliverySettings = DeliverySettings(),
                 ingress: IngressSettings = IngressSettings(), limits: [Limit] = [], dns: DNSSettings = DNSSettings(),
-                responseRules: [ResponseRule] = []) {
+                responseRules: [ResponseRule] = [], shaping: [ShapingRule] = []) {
         self.node = node
         self.kafka = kafka
         self.redis = redis
@@ -39,6 +41,7 @@ public struct SmarthostConfiguration: Sendable, Equatable {
         self.limits = limits
         self.dns = dns
         self.responseRules = responseRules
+        self.shaping = shaping
     }
 
     /// The rules a delivery node applies, in order.
@@ -376,24 +379,29 @@ extension SmarthostConfiguration {
 
     /// A cluster-wide limit on the traffic matching a scope, shared by all delivery nodes through Redis.
     public struct Limit: Sendable, Equatable {
-        /// Which traffic a limit applies to; at least one selector is set.
-        public struct Scope: Sendable, Hashable, CustomStringConvertible {
+        /// Which traffic a limit applies to; at least one selector is set. A selector is a value
+        /// or `*`: one limit for each value (each domain, each site...).
+        public struct Scope: Sendable, Hashable, Codable, CustomStringConvertible {
             /// Names a pool of the configuration.
             public var pool: String?
+            /// A site: `*`, or a domain that the site's MX host names (or next hop) are or end in
+            /// (`google.com` selects every site whose MX hosts are Google's).
+            public var site: String?
             /// A lowercased destination domain.
             public var domain: String?
             /// Names a tenant of the configuration.
             public var tenant: String?
 
-            public init(pool: String? = nil, domain: String? = nil, tenant: String? = nil) {
+            public init(pool: String? = nil, site: String? = nil, domain: String? = nil, tenant: String? = nil) {
                 self.pool = pool
+                self.site = site
                 self.domain = domain
                 self.tenant = tenant
             }
 
             /// `pool=a domain=gmail.com`.
             public var description: String {
-                [("pool", pool), ("domain", domain), ("tenant", tenant)]
+                [("pool", pool), ("site", site), ("domain", domain), ("tenant", tenant)]
                     .compactMap { key, value in value.map { "\(key)=\($0)" } }
                     .joined(separator: " ")
             }
@@ -403,16 +411,19 @@ extension SmarthostConfiguration {
         /// Concurrent SMTP connections.
         public var maxConnections: Int?
         public var maxMessageRate: Rate?
+        /// Messages allowed at once above the rate's pace (GCRA burst); nil: one second's worth.
+        public var messageRateBurst: Int?
         public var maxMessagesPerConnection: Int?
         public var maxMessagesPerHour: Int?
         public var maxMessagesPerDay: Int?
 
-        public init(scope: Scope, maxConnections: Int? = nil, maxMessageRate: Rate? = nil,
+        public init(scope: Scope, maxConnections: Int? = nil, maxMessageRate: Rate? = nil, messageRateBurst: Int? = nil,
                     maxMessagesPerConnection: Int? = nil, maxMessagesPerHour: Int? = nil,
                     maxMessagesPerDay: Int? = nil) {
             self.scope = scope
             self.maxConnections = maxConnections
             self.maxMessageRate = maxMessageRate
+            self.messageRateBurst = messageRateBurst
             self.maxMessagesPerConnection = maxMessagesPerConnection
             self.maxMessagesPerHour = maxMessagesPerHour
             self.maxMessagesPerDay = maxMessagesPerDay

@@ -143,3 +143,32 @@ public func findExecutable(_ name: String) throws -> String {
     }
     throw ServerStartError(server: name, reason: "\(name) is not installed (run scripts/setup)", log: "")
 }
+
+extension RedisServer {
+    /// Calls per command since the server started, from INFO commandstats (commands a script
+    /// runs inside Redis are counted as well, under their own names).
+    public func commandCalls() async throws -> [String: Int] {
+        let result = try await runCommand(try findExecutable("redis-cli"), ["-p", String(port), "INFO", "commandstats"])
+        guard result.status == 0 else {
+            throw ServerStartError(server: "redis-cli", reason: "INFO commandstats failed with status \(result.status)", log: result.errors)
+        }
+        var calls: [String: Int] = [:]
+        for line in result.output.split(whereSeparator: \.isNewline) where line.hasPrefix("cmdstat_") {
+            let parts = line.dropFirst("cmdstat_".count).split(separator: ":", maxSplits: 1)
+            guard parts.count == 2, let field = parts[1].split(separator: ",").first, field.hasPrefix("calls="),
+                  let count = Int(field.dropFirst("calls=".count)) else { continue }
+            calls[String(parts[0])] = count
+        }
+        return calls
+    }
+
+    /// Commands clients sent: script calls count once, and the commands scripts run inside
+    /// Redis (all of them start with TIME or are listed here) are left out.
+    public func clientCommands() async throws -> Int {
+        let insideScripts: Set<String> = [
+            "time", "get", "set", "incr", "incrby", "pexpire", "zremrangebyscore", "zcard", "zadd", "zscore", "zrem", "hset", "hdel",
+            "zrangebyscore", "zrange", "hget",
+        ]
+        return try await commandCalls().filter { !insideScripts.contains($0.key) && $0.key != "info" }.values.reduce(0, +)
+    }
+}

@@ -2,7 +2,7 @@ import Redis
 
 /// A rate as GCRA sees it (the generic cell rate algorithm, as redis-cell implements it): one
 /// unit every `emissionInterval`, with up to `burst` units allowed at once above that pace.
-public struct GCRARate: Sendable, Equatable {
+public struct GCRARate: Sendable, Hashable {
     public var emissionInterval: Duration
     public var burst: Int
 

@@ -14,13 +14,17 @@ import Redis
 import ServiceLifecycle
 import SmarthostConfig
 import Spool
+import Throttle
 
 @main
 struct Smarthost: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "smarthost",
         abstract: "A node of the smarthost cluster, and the tools to prepare one.",
-        subcommands: [IngressCommand.self, DeliveryCommand.self, CheckConfig.self, Topics.self, HashPassword.self, Version.self])
+        subcommands: [IngressCommand.self, DeliveryCommand.self, CheckConfig.self, Topics.self, Nodes.self, Adjustments.self,
+                      HashPassword.self, Version.self])
+
+    static let version = "0.6.0-dev"
 }
 
 /// `--config FILE`, loaded and validated; a bad file stops the command with every error in it.
@@ -136,8 +140,14 @@ struct DeliveryCommand: AsyncParsableCommand {
                                                                                   failureTTL: dns.failureTTL),
                                            clock: { MessageID.currentMilliseconds() })
         }
+        let redis = RedisClient(configuration: RedisClient.Configuration(configuration.redis))
+        let throttle = ClusterThrottle(
+            redis: redis, keyPrefix: configuration.redis.keyPrefix,
+            announcement: NodeAnnouncement(id: configuration.node.id, role: "delivery", admin: configuration.node.adminListen.description,
+                                           startedAt: Int64(MessageID.currentMilliseconds()), version: Smarthost.version),
+            limits: configuration.limits)
         let manager = QueueManager(settings: QueueManager.Settings(configuration: configuration), spool: spool, events: events,
-                                   staticRoutes: StaticRoutes(configuration: configuration), mailRouter: mailRouter)
+                                   staticRoutes: StaticRoutes(configuration: configuration), mailRouter: mailRouter, throttle: throttle)
         let node = DeliveryNode(consumer: consumer, spool: spool, manager: manager, events: events,
                                 maxQueued: configuration.delivery.maxQueued)
         let kafka = try KafkaReachability(bootstrapServers: configuration.kafka.brokers.map(\.description))
@@ -152,7 +162,9 @@ struct DeliveryCommand: AsyncParsableCommand {
         // Shut down in reverse order: the node stops consuming and delivering, then the
         // consumer commits and leaves the group, then the producer flushes the last events.
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: producer), .init(service: consumer), .init(service: kafka), .init(service: node)],
+            services: [.init(service: producer), .init(service: redis), .init(service: throttle), .init(service: consumer),
+                       .init(service: kafka), .init(service: node),
+                       .init(service: ConfigurationReloader(path: file.config, manager: manager))],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
         dnsResolver?.shutdown()

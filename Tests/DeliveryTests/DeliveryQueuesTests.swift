@@ -66,7 +66,7 @@ let everythingToSink: @Sendable (String) -> RouteDecision = { _ in .deliver(sink
         var queues = DeliveryQueues(readyQueueSize: 10)
         for number in 0..<3 { queues.schedule(entry(number)) }
         let site = SiteKey(pool: "default", site: sink)
-        queues.promote(now: 0, route: everythingToSink, accepts: { $0 != site })
+        queues.promote(now: 0, route: everythingToSink, accepts: { $1 != site })
         #expect(queues.counts.scheduled == 3 && queues.counts.ready == 0)
         queues.promote(now: 0, route: everythingToSink)
         #expect(queues.counts.ready == 3)

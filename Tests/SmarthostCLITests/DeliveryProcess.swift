@@ -14,7 +14,8 @@ struct DeliveryProcess {
     let config: String
     let adminPort: Int
 
-    static func start(broker: TansuBroker, name: String, yaml: String, spoolDirectory: String? = nil) throws -> DeliveryProcess {
+    static func start(broker: TansuBroker, name: String, yaml: String, spoolDirectory: String? = nil,
+                      redis: String = "127.0.0.1:6379") throws -> DeliveryProcess {
         let directory = NSTemporaryDirectory() + "\(name)-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let spool = spoolDirectory ?? "\(directory)/spool"
@@ -23,11 +24,18 @@ struct DeliveryProcess {
         try """
             node: {id: \(name), log_format: json, admin_listen: "127.0.0.1:\(adminPort)", spool_dir: "\(spool)"}
             kafka: {brokers: ["\(broker.bootstrap)"], delivery_timeout: 5s, session_timeout: 6s, metadata_refresh: 1s}
-            redis: {address: "127.0.0.1:6379"}
+            redis: {address: "\(redis)"}
             \(yaml)
 
             """.write(toFile: config, atomically: true, encoding: .utf8)
         return try start(name: name, config: config, spool: spool, adminPort: adminPort)
+    }
+
+    /// Replaces what follows the node, kafka and redis sections of the configuration file
+    /// (for a reload).
+    func rewrite(yaml: String) throws {
+        let header = try String(contentsOfFile: config, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false).prefix(3)
+        try (header.joined(separator: "\n") + "\n" + yaml + "\n").write(toFile: config, atomically: true, encoding: .utf8)
     }
 
     /// Starts again on the same configuration and spool (after a crash, say).

@@ -1,0 +1,114 @@
+import Foundation
+import Redis
+
+/// A node as it announces itself in the registry.
+public struct NodeAnnouncement: Codable, Sendable, Equatable {
+    public var id: String
+    /// `delivery` or `ingress`.
+    public var role: String
+    /// The admin HTTP address (health, metrics).
+    public var admin: String
+    /// Milliseconds since the epoch, the node's clock.
+    public var startedAt: Int64
+    public var version: String
+
+    public init(id: String, role: String, admin: String, startedAt: Int64, version: String) {
+        self.id = id
+        self.role = role
+        self.admin = admin
+        self.startedAt = startedAt
+        self.version = version
+    }
+}
+
+/// A live node of the registry, and when its heartbeat expires (server clock).
+public struct RegisteredNode: Sendable, Equatable {
+    public var announcement: NodeAnnouncement
+    public var expiresAt: Int64
+}
+
+/// What one heartbeat learnt: the live nodes, the server's clock and the version of the
+/// shared adjustments (so a node fetches them only when they changed).
+public struct Heartbeat: Sendable, Equatable {
+    public var nodes: [RegisteredNode]
+    public var serverTime: Int64
+    public var adjustmentsVersion: Int64
+}
+
+/// The node registry in Redis: each node heartbeats with an expiry; a node that stops
+/// heartbeating drops out by itself. One script call per heartbeat, which also returns the
+/// live nodes and the adjustments version.
+public struct NodeRegistry: Sendable {
+    private let redis: RedisClient
+    private let keyPrefix: String
+
+    public init(redis: RedisClient, keyPrefix: String) {
+        self.redis = redis
+        self.keyPrefix = keyPrefix
+    }
+
+    private var keys: [String] { ["\(keyPrefix)nodes", "\(keyPrefix)nodes:info", "\(keyPrefix)adjustments:version"] }
+
+    /// Announces `node` as live for `ttl`.
+    public func heartbeat(_ node: NodeAnnouncement, ttl: Duration) async throws(RedisError) -> Heartbeat {
+        let json = String(decoding: (try? JSONEncoder().encode(node)) ?? Data(), as: UTF8.self)
+        let reply = try await redis.evalScript(Self.script, keys: keys, arguments: [node.id, String(ttl.milliseconds), json])
+        return try Self.heartbeat(from: reply)
+    }
+
+    /// Takes `id` out of the registry at once (a graceful stop), instead of at its expiry.
+    public func leave(_ id: String) async throws(RedisError) {
+        _ = try await redis.pipeline([["ZREM", RedisArgument(keys[0]), RedisArgument(id)],
+                                      ["HDEL", RedisArgument(keys[1]), RedisArgument(id)]])
+    }
+
+    /// The live nodes, without announcing anything.
+    public func liveNodes() async throws(RedisError) -> [RegisteredNode] {
+        let reply = try await redis.evalScript(Self.script, keys: keys, arguments: [])
+        return try Self.heartbeat(from: reply).nodes
+    }
+
+    /// `{server_ms, version, id1, expiry1, json1, ...}`; a node whose announcement does not
+    /// decode is an error, not skipped: the registry is this project's own data.
+    static func heartbeat(from reply: RedisValue) throws(RedisError) -> Heartbeat {
+        guard case .array(let fields) = reply, fields.count >= 2, (fields.count - 2) % 3 == 0 else {
+            throw .unexpectedReply(expected: "a heartbeat {time, version, (id, expiry, announcement)...}", got: reply.description)
+        }
+        var nodes: [RegisteredNode] = []
+        for start in stride(from: 2, to: fields.count, by: 3) {
+            let json = try fields[start + 2].string()
+            guard let announcement = try? JSONDecoder().decode(NodeAnnouncement.self, from: Data(json.utf8)),
+                  announcement.id == (try fields[start].string()) else {
+                throw .unexpectedReply(expected: "a node announcement", got: json)
+            }
+            nodes.append(RegisteredNode(announcement: announcement, expiresAt: try fields[start + 1].int()))
+        }
+        return Heartbeat(nodes: nodes.sorted { $0.announcement.id < $1.announcement.id },
+                         serverTime: try fields[0].int(), adjustmentsVersion: try fields[1].int())
+    }
+
+    /// KEYS: the expiry set, the announcements, the adjustments version. ARGV: id, ttl ms,
+    /// announcement (none: only list).
+    static let script = RedisScript("""
+        local time = redis.call('TIME')
+        local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+        if #ARGV == 3 then
+          redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+          redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+        end
+        local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+        for _, id in ipairs(gone) do redis.call('HDEL', KEYS[2], id) end
+        redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+        local reply = {now, tonumber(redis.call('GET', KEYS[3]) or 0)}
+        local live = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+        for i = 1, #live, 2 do
+          local info = redis.call('HGET', KEYS[2], live[i])
+          if info then
+            table.insert(reply, live[i])
+            table.insert(reply, tonumber(live[i + 1]))
+            table.insert(reply, info)
+          end
+        end
+        return reply
+        """)
+}
