@@ -70,6 +70,10 @@ def main():
     print("  durability: Postfix fsyncs each queue file before its 250; the delivery spool fsyncs too (SQLite WAL,")
     print("  group commit); Tansu, the Kafka broker here, keeps its log in memory only: the smarthost's Kafka hop is")
     print("  not durable.")
+    redis = read(os.path.join(results, "redis.txt"))
+    if redis:
+        print("smarthost: Redis commands per delivered message (cluster-wide limits on every site, INFO commandstats):")
+        print("\n".join("  " + line for line in redis.splitlines()))
     lost = read(os.path.join(results, "lost.txt"))
     for problem in problems:
         print(f"WARNING: {problem}")
