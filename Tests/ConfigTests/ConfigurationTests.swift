@@ -202,10 +202,11 @@ struct ValidConfigurationTests {
                 delay: 7d
             limits:
               - tenant: "0"
-                max_connections: 10000
-                max_messages_per_connection: 1
                 max_messages_per_hour: 1000000000
                 max_messages_per_day: 1
+              - site: "*"
+                max_connections: 10000
+                max_messages_per_connection: 1
             """, fileName: "t.yaml")
         #expect(configuration.node == .init(id: "node.1_A-b", logLevel: .critical, logFormat: .text,
                                             adminListen: HostPort(host: "::1", port: 9_000),
@@ -282,7 +283,7 @@ struct BadCase: Sendable, CustomTestStringConvertible {
 
 @Suite("Invalid files")
 struct InvalidConfigurationTests {
-    static let sections = "node, kafka, redis, pools, traffic_classes, tenants, routes, delivery, ingress, limits, dns, response_rules"
+    static let sections = "node, kafka, redis, pools, traffic_classes, tenants, routes, delivery, ingress, limits, dns, response_rules, shaping"
     static let anchors = "YAML anchors (&name) and aliases (*name) are not supported; write the value out in full"
 
     static let cases: [BadCase] = [
@@ -461,7 +462,7 @@ struct InvalidConfigurationTests {
         BadCase(name: "unknown traffic class", yaml: "tenants:\n  acme:\n    traffic_class: transactionl",
                 error: "t.yaml:3:20: tenants.acme.traffic_class: expected a traffic class defined under traffic_classes "
                     + #"(bulk, transactional), got "transactionl" (did you mean "transactional"?)"#),
-        BadCase(name: "unknown tenant in a limit", yaml: "limits:\n  - tenant: globex\n    max_connections: 5",
+        BadCase(name: "unknown tenant in a limit", yaml: "limits:\n  - tenant: globex\n    max_message_rate: 5/s",
                 error: #"t.yaml:2:13: limits[0].tenant: expected a tenant defined under tenants (acme), got "globex""#),
         BadCase(name: "message size not below the record size",
                 yaml: "kafka:\n  brokers: [k:9092]\n  max_record_size: 16MiB\ntenants:\n  acme:\n    max_message_size: 20MiB\n  beta: {}",
@@ -502,7 +503,7 @@ struct InvalidConfigurationTests {
         BadCase(name: "event log too small", yaml: "delivery:\n  event_log_max_size: 1KiB",
                 error: #"t.yaml:2:23: delivery.event_log_max_size: expected a byte size between 64KiB and 16GiB, got "1KiB""#),
         BadCase(name: "limit without a selector", yaml: "limits:\n  - max_connections: 5",
-                error: "t.yaml:2:5: limits[0]: expected at least one of pool, domain or tenant to select the traffic "
+                error: "t.yaml:2:5: limits[0]: expected at least one of pool, site, domain or tenant to select the traffic "
                     + "to limit, got none"),
         BadCase(name: "limit without a limit", yaml: "limits:\n  - domain: gmail.com",
                 error: "t.yaml:2:5: limits[0]: expected at least one of max_connections, max_message_rate, "
