@@ -13,7 +13,7 @@ public struct ConnectionLease: Sendable, Hashable {
     let keys: [LeaseKey]
     /// The throttle's generation when taken; a lease from an older one ends with its message.
     let generation: Int
-    /// Taken while Redis was down: counted only by this node until Redis adopts it.
+    /// Taken while Redis was down: counted only by this node until Redis holds it again.
     var local: Bool
 }
 
@@ -70,6 +70,10 @@ public actor ClusterThrottle: Service {
     private var leaseSequence = 0
     private var adjustmentsVersion: Int64 = -1
     private var lastRenewal = ContinuousClock.now
+    /// After Redis comes back, no new lease before this: every live node has then heartbeated
+    /// (so the node count is right again) and put the leases it kept through the outage back
+    /// into Redis, so that those count before any new one is granted.
+    private var newLeasesFrom = ContinuousClock.now
 
     private let redisUpGauge = Gauge(label: "smarthost_throttle_redis_up")
     private let nodesGauge = Gauge(label: "smarthost_cluster_delivery_nodes")
@@ -239,6 +243,7 @@ public actor ClusterThrottle: Service {
         }
         if plan.leases.contains(where: { $0.limit == 0 }) { return [] }
         if up {
+            if ContinuousClock.now < newLeasesFrom { return [] }
             // A node takes at most its share of each limit, so that a node whose connections
             // are long-lived cannot keep the others' mail waiting.
             let share = plan.leases.map { key in
@@ -366,7 +371,9 @@ public actor ClusterThrottle: Service {
         if !wasUp {
             redisUpGauge.record(1)
             local.reset()
-            await adoptLocalLeases()
+            newLeasesFrom = .now + settings.heartbeatTTL
+            // Redis may have restarted empty: every lease this node holds goes back in now.
+            await renewLeases()
             logger.notice("Redis is back: shared limits in force again", metadata: ["delivery_nodes": "\(deliveryNodes)"])
         }
         if heartbeat.adjustmentsVersion != adjustmentsVersion { await refreshAdjustments() }
@@ -392,38 +399,24 @@ public actor ClusterThrottle: Service {
         }
     }
 
+    /// Keeps every lease of a live connection in Redis (taking again, where there is room,
+    /// those Redis lost or those taken locally while it was down); a connection whose lease
+    /// cannot be kept ends after its message.
     private func renewLeases() async {
         lastRenewal = .now
-        let shared = held.values.filter { !$0.local && !$0.keys.isEmpty }
-        guard !shared.isEmpty else { return }
+        let lost = published.withLock { $0.lost }
+        let kept = held.values.filter { !$0.keys.isEmpty && !lost.contains($0.id) }
+        guard !kept.isEmpty else { return }
         do {
-            let lost = try await leases.renew(shared.map { ($0.keys, $0.id) }, ttl: settings.leaseTTL)
-            if !lost.isEmpty {
-                published.withLock { $0.lost.formUnion(lost) }
-                logger.warning("connection leases lost; their connections end after their message", metadata: ["leases": "\(lost.count)"])
+            let dropped = try await leases.renew(kept.map { ($0.keys, $0.id) }, ttl: settings.leaseTTL)
+            for lease in kept where !dropped.contains(lease.id) { held[lease.id]?.local = false }
+            if !dropped.isEmpty {
+                published.withLock { $0.lost.formUnion(dropped) }
+                logger.warning("connection leases lost; their connections end after their message", metadata: ["leases": "\(dropped.count)"])
             }
         } catch {
             markDown("leases could not be renewed: \(error)")
         }
-    }
-
-    /// Leases taken while Redis was down become shared ones where the limits have room; the
-    /// others end with their connection's message, so the cluster limit holds again.
-    private func adoptLocalLeases() async {
-        let locals = held.values.filter(\.local)
-        var lost: Set<String> = []
-        for lease in locals {
-            do {
-                if try await leases.acquire(lease.keys, ids: [lease.id], ttl: settings.leaseTTL).isEmpty {
-                    lost.insert(lease.id)
-                } else {
-                    held[lease.id]?.local = false
-                }
-            } catch {
-                lost.insert(lease.id)
-            }
-        }
-        if !lost.isEmpty { published.withLock { $0.lost.formUnion(lost) } }
     }
 
     private func markDown(_ reason: String) {

@@ -43,12 +43,14 @@ public struct SharedLeases: Sendable {
         return Array(ids.prefix(Int(taken)))
     }
 
-    /// Extends the leases `ids` (each held in every set of its `keys`) by `ttl`; returns the ids
-    /// no longer held (expired while this node could not reach Redis, or cleared).
+    /// Keeps the leases `ids` (each held in every set of its `keys`) for another `ttl`. A lease
+    /// Redis no longer holds (it expired while this node could not reach Redis, or Redis lost
+    /// its data in a restart) is taken again where every limit has room; the ids that could not
+    /// be kept are returned, and their connections must end.
     public func renew(_ leases: [(keys: [LeaseKey], id: String)], ttl: Duration) async throws(RedisError) -> Set<String> {
         var lost: Set<String> = []
         for batch in Self.grouped(leases) {
-            let arguments = [String(ttl.milliseconds)] + batch.ids
+            let arguments = [String(ttl.milliseconds)] + batch.keys.map { String($0.limit) } + batch.ids
             let reply = try await redis.evalScript(Self.renewScript, keys: redisKeys(batch.keys), arguments: arguments)
             guard case .array(let flags) = reply, flags.count == batch.ids.count else {
                 throw .unexpectedReply(expected: "\(batch.ids.count) renewal flags", got: reply.description)
@@ -105,24 +107,23 @@ public struct SharedLeases: Sendable {
         return grant
         """)
 
-    /// ARGV: ttl ms, then ids. A lease still present in every set is extended; 1 or 0 per id.
+    /// ARGV: ttl ms, one limit per key, then ids. A lease present in every set, or missing
+    /// where every set has room, is held for another ttl (1); any other is removed (0).
     static let renewScript = RedisScript("""
         local time = redis.call('TIME')
         local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
         local ttl = tonumber(ARGV[1])
+        for _, key in ipairs(KEYS) do redis.call('ZREMRANGEBYSCORE', key, '-inf', now) end
         local held = {}
-        for i = 2, #ARGV do
+        for i = 2 + #KEYS, #ARGV do
           local ok = 1
+          for k, key in ipairs(KEYS) do
+            if not redis.call('ZSCORE', key, ARGV[i]) and redis.call('ZCARD', key) >= tonumber(ARGV[1 + k]) then ok = 0 end
+          end
           for _, key in ipairs(KEYS) do
-            local score = redis.call('ZSCORE', key, ARGV[i])
-            if not score or tonumber(score) <= now then ok = 0 end
+            if ok == 1 then redis.call('ZADD', key, now + ttl, ARGV[i]) else redis.call('ZREM', key, ARGV[i]) end
           end
-          if ok == 1 then
-            for _, key in ipairs(KEYS) do redis.call('ZADD', key, now + ttl, ARGV[i]) end
-          else
-            for _, key in ipairs(KEYS) do redis.call('ZREM', key, ARGV[i]) end
-          end
-          held[i - 1] = ok
+          held[#held + 1] = ok
         end
         for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, ttl * 2) end
         return held

@@ -152,7 +152,9 @@ struct ClusterLimitTests {
         print("""
             cluster limits: \(shared.count) messages under shared limits, max \(Timeline.maxInWindow(60, shared)) in 60 s; \
             \(fallback.count) in \(Int(restartedAt - crashedAt)) s with Redis down; max \(Timeline.maxInWindow(60, limited)) in any 60 s \
-            before the reload; max \(timeline.maxConcurrent()) connections at once
+            before the reload; max \(timeline.maxConcurrent()) connections at once (shared \(timeline.maxConcurrent(to: crashedAt)), \
+            Redis down \(timeline.maxConcurrent(from: crashedAt, to: restartedAt)), back \(timeline.maxConcurrent(from: restartedAt, to: reloadedAt)), \
+            reloaded \(timeline.maxConcurrent(from: reloadedAt)))
             """)
         #expect(timeline.maxConcurrent() <= 5, "never more than 5 connections at once, cluster-wide")
         #expect(timeline.maxConcurrent(to: crashedAt) == 5, "the connection limit, not something else, bounded the connections")
