@@ -69,7 +69,13 @@ public final class KafkaConsumer: Sendable, Service {
         var closeRequested = false
         var closed = false
         var closeWaiters: [CheckedContinuation<Void, Never>] = []
+        /// Offset gaps fetched again, by partition and first skipped offset, and how often.
+        var refetchedGaps: [TopicPartition: (from: Int64, times: Int)] = [:]
     }
+
+    /// A gap in a fetch answer is fetched again this many times before it is accepted: Tansu
+    /// can answer with a later record while an earlier one is not yet visible (docs/kafka.md).
+    static let gapRefetches = 3
 
     public let configuration: KafkaConsumerConfiguration
     private let handle: RdKafkaPointer
@@ -261,21 +267,33 @@ public final class KafkaConsumer: Sendable, Service {
                 }
                 records.append(Self.record(from: message))
             }
-            let (waiter, gaps) = state.withLock { state -> (CheckedContinuation<Void, Never>?, [(TopicPartition, Range<Int64>)]) in
+            let (waiter, gaps, refetch) = state.withLock { state in
                 var gaps: [(TopicPartition, Range<Int64>)] = []
-                for record in records where state.assignment.contains(record.topicPartition) {
-                    if let skipped = state.tracker.handedOut(record.topicPartition, offset: record.offset) {
-                        gaps.append((record.topicPartition, skipped))
+                var refetch: [TopicPartition: Int64] = [:]
+                for record in records where state.assignment.contains(record.topicPartition) && refetch[record.topicPartition] == nil {
+                    let partition = record.topicPartition
+                    if let skipped = state.tracker.gap(before: record.offset, in: partition) {
+                        let times = state.refetchedGaps[partition].map { $0.from == skipped.lowerBound ? $0.times : 0 } ?? 0
+                        if times < Self.gapRefetches {
+                            // Drop this record and the rest of its partition in this answer; fetch from the gap again.
+                            state.refetchedGaps[partition] = (skipped.lowerBound, times + 1)
+                            refetch[partition] = skipped.lowerBound
+                            continue
+                        }
+                        gaps.append((partition, skipped))
                     }
+                    state.refetchedGaps[partition] = nil
+                    state.tracker.handedOut(partition, offset: record.offset)
                     state.buffer.append(record)
                 }
                 defer { state.waiter = nil }
-                return (state.waiter, gaps)
+                return (state.waiter, gaps, refetch)
             }
+            if !refetch.isEmpty { seek(refetch) }
             for (partition, skipped) in gaps {
                 gapCounter.increment(by: Int(skipped.count))
-                logger.warning("offsets skipped by the broker's fetch answer: records that were never delivered to this consumer",
-                               metadata: ["partition": "\(partition)", "from": "\(skipped.lowerBound)", "to": "\(skipped.upperBound - 1)"])
+                logger.error("offsets skipped by the broker's fetch answer, still after fetching them again: records never delivered to this consumer",
+                             metadata: ["partition": "\(partition)", "from": "\(skipped.lowerBound)", "to": "\(skipped.upperBound - 1)"])
             }
             consumedCounter.increment(by: records.count)
             waiter?.resume()
@@ -347,6 +365,22 @@ public final class KafkaConsumer: Sendable, Service {
         }
         state.withLock { $0.tracker.markCommitted(offsets) }
         return .success(())
+    }
+
+    /// Fetches the partitions again from the given offsets (records already fetched past them are dropped).
+    private func seek(_ offsets: [TopicPartition: Int64]) {
+        let partitions = offsets.keys.sorted()
+        let list = Self.partitionList(partitions)
+        defer { rd_kafka_topic_partition_list_destroy(list) }
+        for (index, partition) in partitions.enumerated() {
+            list.pointee.elems[index].offset = offsets[partition]!
+            logger.notice("offsets missing from a fetch answer: fetching again from the first of them",
+                          metadata: ["partition": "\(partition)", "from": "\(offsets[partition]!)"])
+        }
+        if let error = rd_kafka_seek_partitions(handle.raw, list, 0) {
+            logger.warning("seek failed: \(String(cString: rd_kafka_error_string(error)))")
+            rd_kafka_error_destroy(error)
+        }
     }
 
     private func setFetching(paused: Bool, partitions: Set<TopicPartition>) {

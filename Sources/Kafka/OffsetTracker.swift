@@ -23,6 +23,13 @@ struct OffsetTracker {
     /// since the previous record of the partition, if any: the product's topics are neither
     /// compacted nor transactional, so a skip means a record the broker did not show (a
     /// commit past it would lose it), worth an alarm.
+    /// The offsets between the previous record handed out of `partition` and `offset`, if
+    /// any, without handing anything out.
+    func gap(before offset: Int64, in partition: TopicPartition) -> Range<Int64>? {
+        guard let last = partitions[partition]?.lastHandedOut, offset > last + 1 else { return nil }
+        return (last + 1)..<offset
+    }
+
     @discardableResult
     mutating func handedOut(_ partition: TopicPartition, offset: Int64) -> Range<Int64>? {
         var state = partitions[partition] ?? PartitionState(start: offset, nextCommit: offset, lastHandedOut: offset - 1)

@@ -23,6 +23,16 @@ import Testing
         #expect(tracker.handedOut(p0, offset: 300) == nil, "a partition assigned again starts afresh")
     }
 
+    @Test func aGapIsSeenBeforeAnythingIsHandedOut() {
+        var tracker = OffsetTracker()
+        #expect(tracker.gap(before: 50, in: p0) == nil, "nothing handed out yet: no gap")
+        tracker.handedOut(p0, offset: 50)
+        #expect(tracker.gap(before: 51, in: p0) == nil)
+        #expect(tracker.gap(before: 54, in: p0) == 51..<54)
+        #expect(tracker.gap(before: 54, in: p0) == 51..<54, "asking hands nothing out")
+        #expect(tracker.handedOut(p0, offset: 51) == nil, "the refetched record closes the gap")
+    }
+
     @Test func commitsOnlyTheContiguousDonePrefix() {
         var tracker = OffsetTracker()
         for offset in 0..<10 { tracker.handedOut(p0, offset: Int64(offset)) }
