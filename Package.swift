@@ -71,7 +71,7 @@ let package = Package(
         ]),
         // The delivery node: queues, egress pools, routes, connections, outcomes and retries.
         .target(name: "Delivery", dependencies: [
-            "DNS", "DSN", "Events", "Kafka", "QueueRecord", "SMTPClient", "SMTPProtocol", "SmarthostConfig", "Spool", "Throttle",
+            "DNS", "DSN", "Events", "Kafka", "NodeHTTP", "QueueRecord", "Reconciliation", "SMTPClient", "SMTPProtocol", "SmarthostConfig", "Spool", "Throttle",
             .product(name: "DequeModule", package: "swift-collections"),
             .product(name: "HeapModule", package: "swift-collections"),
             .product(name: "Logging", package: "swift-log"),
@@ -83,6 +83,15 @@ let package = Package(
         ]),
         // The events topic: each step of a message's life as a JSON record.
         .target(name: "Events"),
+        // Orphan sweep reports and the cluster ledger as pure state, and their JSON/table/CSV forms.
+        .target(name: "Reconciliation", dependencies: ["Events"]),
+        // The reconciler process: the events topic into a durable ledger, checked against the spools.
+        .target(name: "Reconciler", dependencies: [
+            "Events", "Kafka", "NodeHTTP", "Reconciliation", "Throttle",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
         // SMTP over SwiftNIO: the connection handler and the listener.
         .target(name: "SMTPServer", dependencies: [
             "SMTPProtocol",
@@ -123,6 +132,7 @@ let package = Package(
         ]),
         .executableTarget(name: "smarthost", dependencies: [
             "Credentials", "Delivery", "DNS", "QueueRecord", "Kafka", "Spool", "Redis", "SmarthostConfig", "Observability", "Ingress", "NodeHTTP",
+            "Reconciler", "Reconciliation",
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -154,6 +164,7 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
         ]),
+        .testTarget(name: "ReconciliationTests", dependencies: ["Reconciliation", "Events"]),
         .testTarget(name: "ThrottleTests", dependencies: ["Throttle", "Redis", "TestSupport"]),
         .testTarget(name: "NodeHTTPTests", dependencies: ["NodeHTTP", "TestSupport"]),
         .testTarget(name: "SMTPProtocolTests", dependencies: ["SMTPProtocol"]),

@@ -1,7 +1,9 @@
+import Foundation
 import Kafka
 import Logging
 import Metrics
 import QueueRecord
+import Reconciliation
 import ServiceLifecycle
 import SmarthostConfig
 import Spool
@@ -16,13 +18,32 @@ public final class DeliveryNode: Service, Sendable {
     private let events: EventPublisher
     private let shutdownGrace: Duration
     private let maxQueued: Int
+    private let sweep: SweepSettings
+    private let faults: FaultInjector?
     private let logger: Logger
     private let quarantined = Counter(label: "smarthost_delivery_records_quarantined_total")
     private let duplicates = Counter(label: "smarthost_delivery_records_duplicate_total")
 
+    /// When the orphan sweep runs and where its report goes.
+    public struct SweepSettings: Sendable {
+        public var every: Duration
+        public var grace: Duration
+        /// The latest report is written there as sweep-<node>.json, .txt and .csv (nil: not written).
+        public var reportDirectory: String?
+
+        public init(every: Duration = .seconds(60), grace: Duration = .seconds(30), reportDirectory: String? = nil) {
+            self.every = every
+            self.grace = grace
+            self.reportDirectory = reportDirectory
+        }
+    }
+
     public init(consumer: KafkaConsumer, spool: Spool, manager: QueueManager, events: EventPublisher, maxQueued: Int = 1_000_000,
+                sweep: SweepSettings = SweepSettings(), faults: FaultInjector? = nil,
                 shutdownGrace: Duration = .seconds(30), logger: Logger = Logger(label: "smarthost.delivery")) {
         self.maxQueued = maxQueued
+        self.sweep = sweep
+        self.faults = faults
         self.consumer = consumer
         self.spool = spool
         self.manager = manager
@@ -37,6 +58,8 @@ public final class DeliveryNode: Service, Sendable {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask { await self.consume() }
                 group.addTask { await self.pumpUntilCancelled() }
+                group.addTask { await self.sweepUntilCancelled() }
+                group.addTask { await self.events.relayOutbox(from: self.spool) }
                 await group.next()
                 group.cancelAll()
             }
@@ -51,6 +74,13 @@ public final class DeliveryNode: Service, Sendable {
             try? await Task.sleep(for: .milliseconds(50))
             open = await manager.openConnections + manager.outcomesBeingRecorded
         }
+        // The events of the last outcomes leave the outbox now if Kafka takes them; the rest at the next start.
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.events.relayOutbox(from: self.spool, stopWhenEmpty: true) }
+            group.addTask { try? await Task.sleep(for: .seconds(5)) }
+            await group.next()
+            group.cancelAll()
+        }
         logger.notice("delivery stopped", metadata: ["connections_cut": "\(open)"])
     }
 
@@ -62,6 +92,29 @@ public final class DeliveryNode: Service, Sendable {
             await manager.enqueue(Array(batch[start..<min(start + 10_000, batch.count)]))
         }
         logger.notice("spool recovered", metadata: ["messages": "\(batch.count)"])
+    }
+
+    /// The orphan sweep on its schedule (first one a period after recovery).
+    private func sweepUntilCancelled() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: sweep.every)
+            guard !Task.isCancelled else { return }
+            _ = await sweepNow(trigger: "schedule")
+        }
+    }
+
+    /// Runs a sweep (or joins the one running) and writes its report files.
+    public func sweepNow(trigger: String) async -> SweepReport {
+        let report = await manager.sweep(trigger: trigger, grace: sweep.grace)
+        if let directory = sweep.reportDirectory {
+            do {
+                try ReportFiles.write(ReconcileReport(generatedAt: report.startedAt, sweeps: [report]), named: "sweep-\(report.node)",
+                                      in: directory)
+            } catch {
+                logger.error("could not write the sweep report", metadata: ["directory": "\(directory)", "error": "\(error)"])
+            }
+        }
+        return report
     }
 
     private func pumpUntilCancelled() async {
@@ -80,8 +133,21 @@ public final class DeliveryNode: Service, Sendable {
             while await manager.counts.total >= maxQueued, !Task.isCancelled {
                 try? await Task.sleep(for: .milliseconds(100))
             }
-            let records = await consumer.nextBatch(max: 512)
+            var records = await consumer.nextBatch(max: 512)
             if records.isEmpty { return }
+            if let faults {
+                if faults.crashesBeforeSpool {
+                    logger.critical("injected fault: exiting after consuming and before spooling", metadata: ["records": "\(records.count)"])
+                    exit(70)
+                }
+                records = records.filter { record in
+                    guard faults.takeRecordSkip() else { return true }
+                    // Test-only: marked done and never spooled, as a consumer that committed past it.
+                    consumer.markDone(record)
+                    return false
+                }
+                if records.isEmpty { continue }
+            }
             var parsed: [(record: ConsumedRecord, message: AcceptedMessage)] = []
             var invalid: [(ConsumedRecord, String)] = []
             for record in records {

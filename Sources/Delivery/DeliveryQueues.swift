@@ -1,4 +1,5 @@
 import DequeModule
+import Events
 import HeapModule
 import QueueRecord
 import SMTPProtocol
@@ -52,12 +53,15 @@ public struct DeliveryQueues: Sendable {
         public var since: UInt64
         /// In limbo: recipients that reached a final outcome the spool does not know yet.
         public var unrecordedFinals: [Mailbox] = []
+        /// In limbo: the events of that outcome, written with it when it is recorded.
+        public var events: [MessageEvent] = []
 
-        public init(entry: QueueEntry, reason: String, since: UInt64, unrecordedFinals: [Mailbox] = []) {
+        public init(entry: QueueEntry, reason: String, since: UInt64, unrecordedFinals: [Mailbox] = [], events: [MessageEvent] = []) {
             self.entry = entry
             self.reason = reason
             self.since = since
             self.unrecordedFinals = unrecordedFinals
+            self.events = events
         }
     }
 
@@ -118,6 +122,10 @@ public struct DeliveryQueues: Sendable {
     private var inFlight: [QueueEntry.Key: QueueEntry] = [:]
     private var held: [QueueEntry.Key: Parked] = [:]
     private var limbo: [QueueEntry.Key: Parked] = [:]
+    /// Where each entry is, so that the orphan sweep can ask about any spooled message.
+    private var location: [QueueEntry.Key: EntryState] = [:]
+    /// Entries per message, so that a view can count distinct queued messages.
+    private var entriesOfMessage: [MessageID: Int] = [:]
     private var sequence: UInt64 = 0
     public private(set) var counts = Counts()
 
@@ -132,7 +140,23 @@ public struct DeliveryQueues: Sendable {
         if scheduled[entry.queue] == nil { counts.scheduledQueues += 1 }
         scheduled[entry.queue, default: ScheduledQueue()].lanes[entry.lane.index].insert(Scheduled(entry: entry, sequence: sequence))
         counts.scheduled += 1
+        place(entry.key, .scheduled)
     }
+
+    private mutating func place(_ key: QueueEntry.Key, _ state: EntryState) {
+        if location.updateValue(state, forKey: key) == nil { entriesOfMessage[key.id, default: 0] += 1 }
+    }
+
+    private mutating func unplace(_ key: QueueEntry.Key) {
+        guard location.removeValue(forKey: key) != nil else { return }
+        if entriesOfMessage[key.id, default: 1] <= 1 { entriesOfMessage[key.id] = nil } else { entriesOfMessage[key.id]! -= 1 }
+    }
+
+    /// Where the entry is, or nil when it is in none of the queues and sets.
+    public func location(of key: QueueEntry.Key) -> EntryState? { location[key] }
+
+    /// Distinct messages with at least one entry somewhere.
+    public var queuedMessages: Int { entriesOfMessage.count }
 
     /// Moves entries whose time has come from their scheduled queues to the ready queue of
     /// their site, higher lanes first, as long as the site's ready queue has room in that
@@ -155,10 +179,12 @@ public struct DeliveryQueues: Sendable {
                         popScheduled(name, lane)
                         held[head.entry.key] = Parked(entry: head.entry, reason: reason, since: now)
                         counts.held += 1
+                        place(head.entry.key, .held)
                     case .fail(let reply):
                         popScheduled(name, lane)
                         inFlight[head.entry.key] = head.entry
                         counts.inFlight += 1
+                        place(head.entry.key, .inFlight)
                         promotion.failed.append((head.entry, reply))
                     case .deliver(let site):
                         let key = SiteKey(pool: head.entry.pool, site: site)
@@ -197,6 +223,7 @@ public struct DeliveryQueues: Sendable {
         counts.ready -= 1
         inFlight[entry.key] = entry
         counts.inFlight += 1
+        place(entry.key, .inFlight)
         return entry
     }
 
@@ -238,12 +265,14 @@ public struct DeliveryQueues: Sendable {
         if ready[site] == nil { counts.readyQueues += 1 }
         ready[site, default: ReadyQueue()].prepend(entry)
         counts.ready += 1
+        place(key, .ready)
     }
 
     private mutating func appendReady(_ entry: QueueEntry, to site: SiteKey) {
         if ready[site] == nil { counts.readyQueues += 1 }
         ready[site, default: ReadyQueue()].append(entry)
         counts.ready += 1
+        place(entry.key, .ready)
     }
 
     /// Ends an entry's flight: the caller recorded its outcome and reschedules it if needed.
@@ -251,25 +280,44 @@ public struct DeliveryQueues: Sendable {
     public mutating func land(_ key: QueueEntry.Key) -> QueueEntry? {
         guard let entry = inFlight.removeValue(forKey: key) else { return nil }
         counts.inFlight -= 1
+        unplace(key)
         return entry
     }
 
     /// An in-flight entry whose outcome could not be recorded goes to limbo, with the error,
     /// where the node can list it and retry it (never only a log line).
     public mutating func moveToLimbo(_ key: QueueEntry.Key, replacing entry: QueueEntry, unrecordedFinals: [Mailbox],
-                                     error: String, now: UInt64) {
+                                     events: [MessageEvent] = [], error: String, now: UInt64) {
         land(key)
-        let parked = Parked(entry: entry, reason: error, since: now, unrecordedFinals: unrecordedFinals)
+        let parked = Parked(entry: entry, reason: error, since: now, unrecordedFinals: unrecordedFinals, events: events)
         if limbo.updateValue(parked, forKey: key) == nil { counts.limbo += 1 }
+        place(key, .limbo)
     }
 
-    /// Takes entries out of limbo for another attempt at recording them.
-    public mutating func takeLimbo() -> [Parked] {
-        defer {
-            limbo.removeAll()
-            counts.limbo = 0
+    /// A limbo entry's outcome is now recorded: it leaves limbo for its scheduled queue (due
+    /// at its `dueAt`), or for good when no recipient is left.
+    public mutating func releaseLimbo(_ key: QueueEntry.Key) {
+        guard let parked = limbo.removeValue(forKey: key) else { return }
+        counts.limbo -= 1
+        unplace(key)
+        if !parked.entry.recipients.isEmpty { schedule(parked.entry) }
+    }
+
+    /// Test-only fault (`testing.fault_injection`): takes up to `count` entries out of their
+    /// scheduled queues and every index, as a bug that loses track of them would, so that the
+    /// sweep can be shown to find them. Returns them.
+    public mutating func dropScheduledSilently(_ count: Int) -> [QueueEntry] {
+        var dropped: [QueueEntry] = []
+        for name in Array(scheduled.keys) {
+            for lane in AcceptedMessage.Lane.allCases {
+                while dropped.count < count, let head = scheduled[name]?.lanes[lane.index].min {
+                    popScheduled(name, lane)
+                    unplace(head.entry.key)
+                    dropped.append(head.entry)
+                }
+            }
         }
-        return Array(limbo.values)
+        return dropped
     }
 
     /// Held entries go back to their scheduled queues, due at `now` (after a configuration
@@ -278,6 +326,7 @@ public struct DeliveryQueues: Sendable {
         for parked in held.values {
             var entry = parked.entry
             entry.dueAt = now
+            unplace(entry.key)
             schedule(entry)
         }
         held.removeAll()

@@ -3,6 +3,7 @@ import Foundation
 import Kafka
 import Logging
 import Metrics
+import Spool
 import Synchronization
 
 /// Writes a delivery node's events to the events topic (key: the message id) and to a local
@@ -66,6 +67,75 @@ public final class EventPublisher: Sendable {
                     logger.warning("event not published to Kafka (it is in the local event log)",
                                    metadata: ["id": "\(event.id)", "type": "\(event.type.rawValue)", "error": "\(error)"])
                 }
+            }
+        }
+    }
+
+    /// The events as outbox rows: written by the spool in the same transaction as the outcome
+    /// they report, then sent by `relayOutbox` (and only then forgotten).
+    /// Without a producer (a node that publishes nowhere) there is no outbox.
+    public func outboxEvents(_ events: [MessageEvent]) -> [OutboxEvent] {
+        guard producer != nil else { return [] }
+        return events.map { OutboxEvent(key: Array($0.id.utf8), value: $0.json) }
+    }
+
+    /// Appends events whose outcome the spool has recorded to the local log (the outbox relay
+    /// sends them to Kafka).
+    public func logLocally(_ events: [MessageEvent]) {
+        guard !events.isEmpty else { return }
+        var lines: [UInt8] = []
+        for event in events {
+            lines += event.json
+            lines.append(10)
+        }
+        append(lines)
+    }
+
+    /// Sends the spool's outbox to the events topic, oldest first, deleting what Kafka
+    /// acknowledged; what it could not send stays and is tried again (also after a restart).
+    /// Runs until cancelled, or with `stopWhenEmpty` until the outbox is empty.
+    public func relayOutbox(from spool: Spool, stopWhenEmpty: Bool = false) async {
+        guard let producer else { return }
+        var backoff = Duration.milliseconds(100)
+        while !Task.isCancelled {
+            let page: [(seq: Int64, event: OutboxEvent)]
+            do {
+                page = try await spool.outboxPage(limit: 1_000)
+            } catch {
+                logger.error("the outbox could not be read", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: .seconds(1))
+                continue
+            }
+            if page.isEmpty {
+                if stopWhenEmpty { return }
+                try? await Task.sleep(for: .milliseconds(100))
+                continue
+            }
+            inFlight.add(page.count, ordering: .relaxed)
+            let sent = await withTaskGroup(of: Int64?.self) { group in
+                for (seq, event) in page {
+                    group.addTask {
+                        let record = OutgoingRecord(topic: self.topic, key: event.key, value: event.value)
+                        return (try? await producer.send(record)) == nil ? nil : seq
+                    }
+                }
+                var acknowledged: [Int64] = []
+                for await seq in group { if let seq { acknowledged.append(seq) } }
+                return acknowledged
+            }
+            inFlight.subtract(page.count, ordering: .relaxed)
+            do {
+                try await spool.removeFromOutbox(sent)
+            } catch {
+                logger.error("acknowledged events could not be removed from the outbox (they will be sent again)", metadata: ["error": "\(error)"])
+            }
+            if sent.count < page.count {
+                failures.increment(by: page.count - sent.count)
+                logger.warning("events not yet published to Kafka; kept in the outbox", metadata: ["events": "\(page.count - sent.count)"])
+                try? await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, .seconds(5))
+            } else {
+                backoff = .milliseconds(100)
             }
         }
     }

@@ -4,6 +4,7 @@ import Events
 import Logging
 import Metrics
 import QueueRecord
+import Reconciliation
 import SMTPClient
 import SMTPProtocol
 import SmarthostConfig
@@ -74,13 +75,18 @@ public actor QueueManager {
     }
 
     public let settings: Settings
-    private var queues: DeliveryQueues
-    private let spool: Spool
-    private let events: EventPublisher
+    var queues: DeliveryQueues
+    let spool: Spool
+    let events: EventPublisher
     private let staticRoutes: StaticRoutes
     private let mailRouter: (any MailRouter)?
-    private let clock: @Sendable () -> UInt64
-    private let logger: Logger
+    let clock: @Sendable () -> UInt64
+    let logger: Logger
+    /// Test-only faults (`testing.fault_injection`); nil in production.
+    let faults: FaultInjector?
+    /// The sweep running now, which a second request joins, and the last one's report.
+    var sweepInProgress: Task<SweepReport, Never>?
+    public internal(set) var lastSweep: SweepReport?
     private var connections: [SiteKey: Int] = [:]
     /// How each site with entries is reached (refreshed whenever a route is decided).
     private var targets: [Site: SiteTargets] = [:]
@@ -124,11 +130,12 @@ public actor QueueManager {
     /// `mailRouter` resolves the domains that `staticRoutes` does not name; without one, their
     /// entries are held.
     public init(settings: Settings, spool: Spool, events: EventPublisher, staticRoutes: StaticRoutes,
-                mailRouter: (any MailRouter)?, throttle: ClusterThrottle? = nil,
+                mailRouter: (any MailRouter)?, throttle: ClusterThrottle? = nil, faults: FaultInjector? = nil,
                 clock: @escaping @Sendable () -> UInt64 = { MessageID.currentMilliseconds() },
                 logger: Logger = Logger(label: "smarthost.delivery")) {
         self.settings = settings
         self.throttle = throttle
+        self.faults = faults
         // The loader has compiled every rule's expression already.
         shaping = settings.shapingRules.map { ($0, try! ReplyMatcher($0.pattern)) }
         queues = DeliveryQueues(readyQueueSize: settings.readyQueueSize)
@@ -673,18 +680,25 @@ public actor QueueManager {
         // attempt produce the same notification id, which the spool keeps once.
         await notifySender(entry, failed: bounced + expired, delayed: deferred, attempt: attempt, now: now, events: &published)
         do {
-            _ = try await spool.settle(entry.id, finalRecipients: finals, attempts: attempts, nextAttemptAt: nextAttempt)
-            queues.land(entry.key)
-            if !next.recipients.isEmpty { queues.schedule(next) }
+            // The events go into the spool's outbox with the outcome: both durable, or neither.
+            _ = try await spool.settle(entry.id, finalRecipients: finals, attempts: attempts, nextAttemptAt: nextAttempt,
+                                       events: events.outboxEvents(published))
+            events.logLocally(published)
+            if !next.recipients.isEmpty, let faults, faults.takeReinsertFailure() {
+                // Test-only: the re-insert "fails"; the failure branch every re-insert has.
+                queues.moveToLimbo(entry.key, replacing: next, unrecordedFinals: [], error: "re-insert failed (injected fault)", now: now)
+            } else {
+                queues.land(entry.key)
+                if !next.recipients.isEmpty { queues.schedule(next) }
+            }
         } catch {
             // The outcome happened; only its record failed. The entry stays enumerable in
             // limbo with what it still needs, and the spool still lists every recipient, so a
             // restart or a limbo retry cannot lose it (at worst a recipient gets it twice).
-            queues.moveToLimbo(entry.key, replacing: next, unrecordedFinals: finals, error: "\(error)", now: now)
+            queues.moveToLimbo(entry.key, replacing: next, unrecordedFinals: finals, events: published, error: "\(error)", now: now)
             logger.error("could not record an outcome in the spool; entry kept in limbo",
                          metadata: ["id": "\(entry.id)", "error": "\(error)"])
         }
-        events.publish(published)
     }
 
     /// The entry's traffic class schedule (`bulk` for a class the configuration no longer has).
@@ -704,7 +718,7 @@ public actor QueueManager {
                 RecipientStatus(recipient: $0.recipient, action: .failed, reply: $0.reply, remoteMTA: remoteMTA, lastAttemptDate: now)
             }
             let purpose = "failed " + failed.map(\.recipient.description).sorted().joined(separator: " ")
-            if let id = await queueNotification(about: entry, statuses, purpose: purpose, builder: builder, now: now) {
+            if let id = await queueNotification(about: entry, statuses, purpose: purpose, builder: builder, now: now, events: &events) {
                 mark(&events, failed.map(\.recipient), dsn: id, types: [.bounce, .expiration])
             }
         }
@@ -716,7 +730,8 @@ public actor QueueManager {
                 RecipientStatus(recipient: $0.recipient, action: .delayed(willRetryUntil: until), reply: $0.reply,
                                 remoteMTA: remoteMTA, lastAttemptDate: now)
             }
-            if let id = await queueNotification(about: entry, statuses, purpose: "delayed \(entry.domain)", builder: builder, now: now) {
+            if let id = await queueNotification(about: entry, statuses, purpose: "delayed \(entry.domain)", builder: builder, now: now,
+                                                events: &events) {
                 mark(&events, stillTrying.map(\.recipient), dsn: id, types: [.transientFailure])
             }
         }
@@ -726,7 +741,7 @@ public actor QueueManager {
     /// the high lane). Its id is derived from the original's and `purpose`, so the spool keeps
     /// one copy however often it is made; nil when none was queued now.
     private func queueNotification(about entry: QueueEntry, _ statuses: [RecipientStatus], purpose: String,
-                                   builder: DSNBuilder, now: UInt64) async -> MessageID? {
+                                   builder: DSNBuilder, now: UInt64, events: inout [MessageEvent]) async -> MessageID? {
         let id = MessageID.derived(from: entry.id, purpose: purpose)
         do {
             guard let content = try await spool.content(of: entry.id) else { return nil }
@@ -738,9 +753,9 @@ public actor QueueManager {
                                           eightBit: dsn.needsEightBitMIME, content: dsn.content)
             guard try await spool.insert([(message, nil)]).first == true else { return nil }
             for queued in entries(of: SpooledMessage(message, position: nil)) { queues.schedule(queued) }
-            events.publish([MessageEvent(type: .reception, id: id.text, tenant: entry.tenant, time: Int64(now), node: settings.nodeID,
-                                         sender: "", recipients: [dsn.recipient.description], size: dsn.content.count,
-                                         client: "dsn")])
+            // Its Reception goes out with the outcome that made it (the same outbox transaction).
+            events.append(MessageEvent(type: .reception, id: id.text, tenant: entry.tenant, time: Int64(now), node: settings.nodeID,
+                                       sender: "", recipients: [dsn.recipient.description], size: dsn.content.count, client: "dsn"))
             notificationCounter.increment()
             return id
         } catch let error as DSNError {

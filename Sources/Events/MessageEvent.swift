@@ -69,6 +69,8 @@ public struct MessageEvent: Codable, Sendable, Equatable {
     /// Bounce, Expiration and TransientFailure: the id of the delivery status notification
     /// queued for the sender about this recipient, if one was.
     public var dsn: String?
+    /// OrphanRequeued: why the sweep took the entry (`in no queue`, `limbo: <error>`).
+    public var reason: String?
 
     public struct Response: Codable, Sendable, Equatable {
         public var code: Int

@@ -16,7 +16,7 @@ extension SchemaReader {
 
     static let sections = [
         "node", "kafka", "redis", "pools", "traffic_classes", "tenants", "routes", "delivery", "ingress", "limits",
-        "dns", "response_rules", "shaping",
+        "dns", "response_rules", "shaping", "reconciliation", "testing",
     ]
 
     func configuration(_ root: Node?) -> SmarthostConfiguration? {
@@ -45,18 +45,22 @@ extension SchemaReader {
         let dns = top["dns"].flatMap { self.dns($0, top.path("dns")) } ?? Configuration.DNSSettings()
         let responseRules = top["response_rules"].map { self.responseRules($0, top.path("response_rules")) } ?? []
         let shaping = top["shaping"].map { self.shapingRules($0, top.path("shaping")) } ?? []
+        let reconciliation = top["reconciliation"].flatMap { self.reconciliation($0, top.path("reconciliation")) }
+            ?? Configuration.ReconciliationSettings()
+        let testing = top["testing"].flatMap { self.testing($0, top.path("testing")) } ?? Configuration.TestingSettings()
         guard diagnostics.isEmpty, let node, let kafka, let redis, let tenants else { return nil }
         return SmarthostConfiguration(node: node, kafka: kafka, redis: redis, pools: pools.values,
                                       trafficClasses: classes.values, tenants: tenants.values, routes: routes,
                                       delivery: delivery, ingress: ingress, limits: limits, dns: dns,
-                                      responseRules: responseRules, shaping: shaping)
+                                      responseRules: responseRules, shaping: shaping, reconciliation: reconciliation,
+                                      testing: testing)
     }
 
     // MARK: node
 
     private func nodeSettings(_ node: Node, _ path: KeyPath) -> Configuration.NodeSettings? {
         let before = diagnostics.count
-        guard let fields = fields(node, path, known: ["id", "log_level", "log_format", "admin_listen", "spool_dir"])
+        guard let fields = fields(node, path, known: ["id", "log_level", "log_format", "admin_listen", "spool_dir", "admin_token"])
         else { return nil }
         let id = required(fields, "id").flatMap {
             name($0, fields.path("id"), expected: "a node id matching [A-Za-z0-9._-]{1,64}", maximumLength: 64,
@@ -65,9 +69,13 @@ extension SchemaReader {
         let logLevel: Configuration.LogLevel? = optional(fields, "log_level", choice)
         let logFormat: Configuration.LogFormat? = optional(fields, "log_format", choice)
         let adminListen = optional(fields, "admin_listen", hostPort)
-        let spoolDirectory = optional(fields, "spool_dir") {
-            name($0, $1, expected: "an absolute path such as /var/spool/smarthost", maximumLength: 1024,
-                 first: { $0 == "/" }, rest: { $0.value >= 0x20 && $0.value != 0x7F })
+        let spoolDirectory = optional(fields, "spool_dir") { absolutePath($0, $1, example: "/var/spool/smarthost") }
+        let adminToken = optional(fields, "admin_token") {
+            name($0, $1, expected: "a token of 16 to 256 printable ASCII characters without spaces", maximumLength: 256,
+                 first: Self.isTokenCharacter, rest: Self.isTokenCharacter)
+        }
+        if let adminToken, adminToken.count < 16, let token = fields["admin_token"] {
+            report(token, fields.path("admin_token"), "expected a token of 16 to 256 printable ASCII characters without spaces, got one of \(adminToken.count)")
         }
         guard diagnostics.count == before, let id else { return nil }
         var settings = Configuration.NodeSettings(id: id)
@@ -75,7 +83,42 @@ extension SchemaReader {
         settings.logFormat = logFormat ?? settings.logFormat
         settings.adminListen = adminListen ?? settings.adminListen
         settings.spoolDirectory = spoolDirectory ?? settings.spoolDirectory
+        settings.adminToken = adminToken
         return settings
+    }
+
+    private static func isTokenCharacter(_ scalar: Unicode.Scalar) -> Bool { scalar.value > 0x20 && scalar.value < 0x7F }
+
+    private func absolutePath(_ node: Node, _ path: KeyPath, example: String) -> String? {
+        name(node, path, expected: "an absolute path such as \(example)", maximumLength: 1024,
+             first: { $0 == "/" }, rest: { $0.value >= 0x20 && $0.value != 0x7F })
+    }
+
+    // MARK: reconciliation, testing
+
+    private func reconciliation(_ node: Node, _ path: KeyPath) -> Configuration.ReconciliationSettings? {
+        let before = diagnostics.count
+        guard let fields = fields(node, path, known: ["sweep_every", "orphan_grace", "unaccounted_after", "ledger_every",
+                                                       "ledger_dir", "report_dir"])
+        else { return nil }
+        var settings = Configuration.ReconciliationSettings()
+        settings.sweepEvery = optional(fields, "sweep_every") { duration($0, $1, .seconds(1) ... .seconds(86_400)) } ?? settings.sweepEvery
+        settings.orphanGrace = optional(fields, "orphan_grace") { duration($0, $1, .seconds(1) ... .seconds(86_400)) } ?? settings.orphanGrace
+        settings.unaccountedAfter = optional(fields, "unaccounted_after") { duration($0, $1, .seconds(1) ... .seconds(7 * 86_400)) }
+            ?? settings.unaccountedAfter
+        settings.ledgerEvery = optional(fields, "ledger_every") { duration($0, $1, .seconds(1) ... .seconds(3_600)) } ?? settings.ledgerEvery
+        settings.ledgerDirectory = optional(fields, "ledger_dir") { absolutePath($0, $1, example: "/var/lib/smarthost/ledger") }
+            ?? settings.ledgerDirectory
+        settings.reportDirectory = optional(fields, "report_dir") { absolutePath($0, $1, example: "/var/lib/smarthost/reports") }
+            ?? settings.reportDirectory
+        return diagnostics.count == before ? settings : nil
+    }
+
+    private func testing(_ node: Node, _ path: KeyPath) -> Configuration.TestingSettings? {
+        let before = diagnostics.count
+        guard let fields = fields(node, path, known: ["fault_injection"]) else { return nil }
+        let faults = optional(fields, "fault_injection", boolean)
+        return diagnostics.count == before ? Configuration.TestingSettings(faultInjection: faults ?? false) : nil
     }
 
     // MARK: kafka

@@ -23,12 +23,15 @@ public struct SmarthostConfiguration: Sendable, Equatable {
     public var responseRules: [ResponseRule]
     /// Traffic shaping rules in file order.
     public var shaping: [ShapingRule]
+    public var reconciliation: ReconciliationSettings
+    public var testing: TestingSettings
 
     public init(node: NodeSettings, kafka: KafkaSettings, redis: RedisSettings, pools: [String: Pool] = [:],
                 trafficClasses: [String: TrafficClass] = TrafficClass.builtIn, tenants: [String: Tenant],
                 routes: [Route] = [], delivery: DeliverySettings = DeliverySettings(),
                 ingress: IngressSettings = IngressSettings(), limits: [Limit] = [], dns: DNSSettings = DNSSettings(),
-                responseRules: [ResponseRule] = [], shaping: [ShapingRule] = []) {
+                responseRules: [ResponseRule] = [], shaping: [ShapingRule] = [],
+                reconciliation: ReconciliationSettings = ReconciliationSettings(), testing: TestingSettings = TestingSettings()) {
         self.node = node
         self.kafka = kafka
         self.redis = redis
@@ -42,6 +45,8 @@ public struct SmarthostConfiguration: Sendable, Equatable {
         self.dns = dns
         self.responseRules = responseRules
         self.shaping = shaping
+        self.reconciliation = reconciliation
+        self.testing = testing
     }
 
     /// The rules a delivery node applies, in order.
@@ -74,15 +79,18 @@ extension SmarthostConfiguration {
         public var adminListen: HostPort
         /// An absolute path.
         public var spoolDirectory: String
+        /// The bearer token the admin API (`/admin/...`) requires; without one it is off.
+        public var adminToken: String?
 
         public init(id: String, logLevel: LogLevel = .info, logFormat: LogFormat = .json,
                     adminListen: HostPort = HostPort(host: "127.0.0.1", port: 8025),
-                    spoolDirectory: String = "/var/spool/smarthost") {
+                    spoolDirectory: String = "/var/spool/smarthost", adminToken: String? = nil) {
             self.id = id
             self.logLevel = logLevel
             self.logFormat = logFormat
             self.adminListen = adminListen
             self.spoolDirectory = spoolDirectory
+            self.adminToken = adminToken
         }
     }
 
@@ -306,6 +314,47 @@ extension SmarthostConfiguration {
     }
 
     /// `dns`: the resolvers delivery nodes ask for MX, A and AAAA records, and the cache.
+    /// `reconciliation`: the delivery nodes' orphan sweep and the reconciler's ledger.
+    public struct ReconciliationSettings: Sendable, Equatable {
+        /// How often each delivery node compares its spool with its queues.
+        public var sweepEvery: Duration
+        /// How long a spooled message may be in no queue before it is an orphan (a message
+        /// just spooled is in none for a moment).
+        public var orphanGrace: Duration
+        /// The ledger calls a message unaccounted when it was accepted this long ago, has no
+        /// terminal event and no spool holds it.
+        public var unaccountedAfter: Duration
+        /// How often the reconciler asks the spools and writes its report.
+        public var ledgerEvery: Duration
+        /// Where the reconciler keeps its ledger (absolute path).
+        public var ledgerDirectory: String
+        /// Where nodes write their latest sweep report and the reconciler its ledger report;
+        /// nil: `<node.spool_dir>/reports` on a delivery node, `ledger_dir` on the reconciler.
+        public var reportDirectory: String?
+
+        public init(sweepEvery: Duration = .seconds(60), orphanGrace: Duration = .seconds(30),
+                    unaccountedAfter: Duration = .seconds(600), ledgerEvery: Duration = .seconds(30),
+                    ledgerDirectory: String = "/var/lib/smarthost/ledger", reportDirectory: String? = nil) {
+            self.sweepEvery = sweepEvery
+            self.orphanGrace = orphanGrace
+            self.unaccountedAfter = unaccountedAfter
+            self.ledgerEvery = ledgerEvery
+            self.ledgerDirectory = ledgerDirectory
+            self.reportDirectory = reportDirectory
+        }
+    }
+
+    /// `testing`: switches that exist only for tests. `fault_injection: true` opens the
+    /// admin API's `/admin/faults/...` (drop queued entries silently, fail re-inserts, skip
+    /// records, crash before spooling); without it those endpoints refuse.
+    public struct TestingSettings: Sendable, Equatable {
+        public var faultInjection: Bool
+
+        public init(faultInjection: Bool = false) {
+            self.faultInjection = faultInjection
+        }
+    }
+
     public struct DNSSettings: Sendable, Equatable {
         /// Recursive resolvers to forward to; empty means the system's (/etc/resolv.conf).
         public var resolvers: [HostPort]

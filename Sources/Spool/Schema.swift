@@ -4,7 +4,7 @@ import SMTPProtocol
 
 /// The spool's tables (docs/spool.md), versioned with `PRAGMA user_version`.
 enum Schema {
-    static let version = 1
+    static let version = 2
     /// `PRAGMA application_id`: "SPOL", so that `file(1)` and this code can tell a spool from
     /// any other SQLite database.
     static let applicationID: Int64 = 0x5350_4F4C
@@ -56,6 +56,17 @@ enum Schema {
             quarantined_at INTEGER NOT NULL,
             UNIQUE (kafka_topic, kafka_partition, kafka_offset)
         );
+        \(outbox)
+        """
+
+    /// Events written in the same transaction as the outcome they report, sent to Kafka by
+    /// the outbox relay and deleted once acknowledged (version 2).
+    static let outbox = """
+        CREATE TABLE outbox (
+            seq INTEGER PRIMARY KEY,
+            event_key BLOB NOT NULL,
+            event_value BLOB NOT NULL
+        );
         """
 
     /// Checks that the writer's file is a spool of a version this code knows (creating the
@@ -105,7 +116,18 @@ enum Schema {
                 throw error
             }
         }
-        // Migrations from older versions go here, each in its own transaction.
+        // Migrations from older versions, each in its own transaction.
+        if !fresh, version < 2 {
+            try db.run("BEGIN IMMEDIATE")
+            do throws(SpoolError) {
+                try db.run(outbox)
+                try db.run("PRAGMA user_version = 2")
+                try db.run("COMMIT")
+            } catch {
+                if db.inTransaction { _ = try? db.run("ROLLBACK") }
+                throw error
+            }
+        }
     }
 
     static let messageColumns = """

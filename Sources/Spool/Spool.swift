@@ -253,11 +253,17 @@ public final class Spool: Sendable {
     /// stored. When no recipient remains, the message and its content are deleted and its id is
     /// remembered as completed. True when the message is gone (also for an unknown id).
     /// `nextAttemptAt` beyond `Int64.max` is stored as `Int64.max`.
+    /// `events` go into the outbox in the same transaction (see `outboxPage`), so an outcome
+    /// and the events that report it are durable together, or neither is.
     @discardableResult
-    public func settle(_ id: MessageID, finalRecipients: [Mailbox], attempts: Int, nextAttemptAt: UInt64) async throws(SpoolError) -> Bool {
+    public func settle(_ id: MessageID, finalRecipients: [Mailbox], attempts: Int, nextAttemptAt: UInt64,
+                       events: [OutboxEvent] = []) async throws(SpoolError) -> Bool {
         let finals = Set(finalRecipients.map(\.description))
         let clock = options.clock
         return try await write("settle \(id)") { db throws(SpoolError) in
+            for event in events {
+                try db.run("INSERT INTO outbox (event_key, event_value) VALUES (?, ?)", [.blob(event.key), .blob(event.value)])
+            }
             guard let (seq, pending) = try Self.pending(of: id, db) else { return true }
             let remaining = pending.split(separator: "\n").filter { !finals.contains(String($0)) }
             if remaining.isEmpty {
@@ -459,7 +465,7 @@ public final class Spool: Sendable {
         }
     }
 
-    private func read<T: Sendable>(_ operation: String, _ body: @escaping @Sendable (Connection) throws(SpoolError) -> T) async throws(SpoolError) -> T {
+    func read<T: Sendable>(_ operation: String, _ body: @escaping @Sendable (Connection) throws(SpoolError) -> T) async throws(SpoolError) -> T {
         let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<T, SpoolError>, Never>) in
             readJob(operation, body) { continuation.resume(returning: $0) }
         }

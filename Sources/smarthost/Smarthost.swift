@@ -21,7 +21,8 @@ struct Smarthost: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "smarthost",
         abstract: "A node of the smarthost cluster, and the tools to prepare one.",
-        subcommands: [IngressCommand.self, DeliveryCommand.self, CheckConfig.self, Topics.self, Nodes.self, Adjustments.self,
+        subcommands: [IngressCommand.self, DeliveryCommand.self, ReconcilerCommand.self, CheckConfig.self, Topics.self, Nodes.self,
+                      Adjustments.self, Reconcile.self, LedgerCommand.self,
                       HashPassword.self, Version.self])
 
     static let version = "0.6.0-dev"
@@ -116,15 +117,8 @@ struct DeliveryCommand: AsyncParsableCommand {
         let events = try EventPublisher(producer: producer, topic: configuration.kafka.eventsTopic,
                                         directory: configuration.node.spoolDirectory,
                                         maximumSize: configuration.delivery.eventLogMaxSize.bytes, keep: configuration.delivery.eventLogKeep)
-        var consumerConfiguration = KafkaConsumerConfiguration(
-            bootstrapServers: configuration.kafka.brokers.map(\.description), groupID: configuration.kafka.consumerGroup,
-            topics: [configuration.kafka.tenantTopicPattern])
-        consumerConfiguration.clientID = configuration.node.id
-        consumerConfiguration.sessionTimeout = configuration.kafka.sessionTimeout
-        consumerConfiguration.metadataRefresh = configuration.kafka.metadataRefresh
-        consumerConfiguration.maxRecordSize = configuration.kafka.maxRecordSize.bytes
-        consumerConfiguration.extraOptions = configuration.kafka.clientOptions
-        let consumer = try KafkaConsumer(configuration: consumerConfiguration)
+        let consumer = try KafkaConsumer(configuration: KafkaConsumerConfiguration(
+            configuration, groupID: configuration.kafka.consumerGroup, topics: [configuration.kafka.tenantTopicPattern]))
         // Without a default next hop, domains no route names are delivered to their MX hosts.
         var dnsResolver: DNSResolver?
         var mailRouter: MailRouteResolver?
@@ -146,15 +140,24 @@ struct DeliveryCommand: AsyncParsableCommand {
             announcement: NodeAnnouncement(id: configuration.node.id, role: "delivery", admin: configuration.node.adminListen.description,
                                            startedAt: Int64(MessageID.currentMilliseconds()), version: Smarthost.version),
             limits: configuration.limits)
+        let faults = configuration.testing.faultInjection ? FaultInjector() : nil
+        if faults != nil { logger.warning("testing.fault_injection is on: the admin API can break this node on purpose") }
         let manager = QueueManager(settings: QueueManager.Settings(configuration: configuration), spool: spool, events: events,
-                                   staticRoutes: StaticRoutes(configuration: configuration), mailRouter: mailRouter, throttle: throttle)
+                                   staticRoutes: StaticRoutes(configuration: configuration), mailRouter: mailRouter, throttle: throttle,
+                                   faults: faults)
+        let reconciliation = configuration.reconciliation
         let node = DeliveryNode(consumer: consumer, spool: spool, manager: manager, events: events,
-                                maxQueued: configuration.delivery.maxQueued)
+                                maxQueued: configuration.delivery.maxQueued,
+                                sweep: .init(every: reconciliation.sweepEvery, grace: reconciliation.orphanGrace,
+                                             reportDirectory: reconciliation.reportDirectory ?? configuration.node.spoolDirectory + "/reports"),
+                                faults: faults)
+        let admin = DeliveryAdmin(node: node, faults: faults)
         let kafka = try KafkaReachability(bootstrapServers: configuration.kafka.brokers.map(\.description))
         let http = try await NodeHTTPServer.bind(
             host: configuration.node.adminListen.host, port: configuration.node.adminListen.port,
             endpoints: NodeEndpoints(notReadyReason: { kafka.unreachableReason },
-                                     metrics: { Observability.prometheusText(registry) }))
+                                     metrics: { Observability.prometheusText(registry) },
+                                     adminToken: configuration.node.adminToken, admin: { await admin.handle($0) }))
         logger.notice("delivery node starting", metadata: [
             "spool": "\(configuration.node.spoolDirectory)", "topics": "\(configuration.kafka.tenantTopicPattern)",
             "admin": "\(configuration.node.adminListen)",
@@ -230,6 +233,18 @@ struct Version: ParsableCommand {
             printError(error.description)
             throw ExitCode.failure
         }
+    }
+}
+
+extension KafkaConsumerConfiguration {
+    /// A consumer of this node: the configuration's brokers, timeouts, record size and client options.
+    init(_ configuration: SmarthostConfiguration, groupID: String, topics: [String]) {
+        self.init(bootstrapServers: configuration.kafka.brokers.map(\.description), groupID: groupID, topics: topics)
+        clientID = configuration.node.id
+        sessionTimeout = configuration.kafka.sessionTimeout
+        metadataRefresh = configuration.kafka.metadataRefresh
+        maxRecordSize = configuration.kafka.maxRecordSize.bytes
+        extraOptions = configuration.kafka.clientOptions
     }
 }
 

@@ -283,7 +283,7 @@ struct BadCase: Sendable, CustomTestStringConvertible {
 
 @Suite("Invalid files")
 struct InvalidConfigurationTests {
-    static let sections = "node, kafka, redis, pools, traffic_classes, tenants, routes, delivery, ingress, limits, dns, response_rules, shaping"
+    static let sections = "node, kafka, redis, pools, traffic_classes, tenants, routes, delivery, ingress, limits, dns, response_rules, shaping, reconciliation, testing"
     static let anchors = "YAML anchors (&name) and aliases (*name) are not supported; write the value out in full"
 
     static let cases: [BadCase] = [
@@ -291,7 +291,7 @@ struct InvalidConfigurationTests {
         BadCase(name: "unknown key with a suggestion", yaml: "node:\n  id: n1\n  lgo_level: info",
                 error: #"t.yaml:3:3: node.lgo_level: unknown key (did you mean "log_level"?)"#),
         BadCase(name: "unknown key without a suggestion", yaml: "node:\n  id: n1\n  colour: blue",
-                error: "t.yaml:3:3: node.colour: unknown key (expected one of id, log_level, log_format, admin_listen, spool_dir)"),
+                error: "t.yaml:3:3: node.colour: unknown key (expected one of id, log_level, log_format, admin_listen, spool_dir, admin_token)"),
         BadCase(name: "unknown section", yaml: "tenant:\n  x: {}",
                 error: #"t.yaml:1:1: tenant: unknown key (did you mean "tenants"?)"#),
         BadCase(name: "duplicate key", yaml: "node:\n  id: n1\n  id: n2",
@@ -519,6 +519,18 @@ struct InvalidConfigurationTests {
                 error: #"t.yaml:2:5: shaping[0]: missing required key "duration""#),
         BadCase(name: "shaping threshold zero", yaml: "shaping:\n  - {code: 421, action: suspend, threshold: 0, duration: 1m}",
                 error: #"t.yaml:2:45: shaping[0].threshold: expected an integer between 1 and 1000000, got "0""#),
+        BadCase(name: "reconciliation unknown key", yaml: "reconciliation:\n  sweep: 1m",
+                error: "t.yaml:2:3: reconciliation.sweep: unknown key (expected one of sweep_every, orphan_grace, unaccounted_after, ledger_every, ledger_dir, report_dir)"),
+        BadCase(name: "orphan grace zero", yaml: "reconciliation:\n  orphan_grace: 0s",
+                error: #"t.yaml:2:17: reconciliation.orphan_grace: expected a positive duration, got "0s""#),
+        BadCase(name: "relative ledger directory", yaml: "reconciliation:\n  ledger_dir: ledger",
+                error: #"t.yaml:2:15: reconciliation.ledger_dir: expected an absolute path such as /var/lib/smarthost/ledger, got "ledger""#),
+        BadCase(name: "fault injection not a boolean", yaml: "testing:\n  fault_injection: yes",
+                error: #"t.yaml:2:20: testing.fault_injection: expected true or false, got "yes""#),
+        BadCase(name: "admin token too short", yaml: "node:\n  id: n1\n  admin_token: short",
+                error: "t.yaml:3:16: node.admin_token: expected a token of 16 to 256 printable ASCII characters without spaces, got one of 5"),
+        BadCase(name: "admin token with a space", yaml: "node:\n  id: n1\n  admin_token: \"0123456789 abcdefgh\"",
+                error: #"t.yaml:3:16: node.admin_token: expected a token of 16 to 256 printable ASCII characters without spaces, got the quoted string "0123456789 abcdefgh""#),
         BadCase(name: "limit without a limit", yaml: "limits:\n  - domain: gmail.com",
                 error: "t.yaml:2:5: limits[0]: expected at least one of max_connections, max_message_rate, "
                     + "max_messages_per_connection, max_messages_per_hour, max_messages_per_day, got none"),
@@ -543,7 +555,7 @@ struct InvalidConfigurationTests {
         // Hostile input
         BadCase(name: "a long key", yaml: "node:\n  id: n1\n  " + String(repeating: "x", count: 200) + ": 1",
                 error: "t.yaml:3:3: node[\"" + String(repeating: "x", count: 40) + "…\"]: unknown key "
-                    + "(expected one of id, log_level, log_format, admin_listen, spool_dir)"),
+                    + "(expected one of id, log_level, log_format, admin_listen, spool_dir, admin_token)"),
         BadCase(name: "a key longer than YAML allows", yaml: "node:\n  id: n1\n  " + String(repeating: "x", count: 2_000) + ": 1",
                 error: "t.yaml:3:2003: YAML syntax error: could not find expected ':' (while scanning a simple key at 3:3)"),
         BadCase(name: "a NUL byte", yaml: "node:\n  id: n\u{0}1",
@@ -555,7 +567,7 @@ struct InvalidConfigurationTests {
                 error: "t.yaml:1:1: YAML syntax error: maximum nesting level reached", completed: false),
         BadCase(name: "deeply nested maps under an unknown key",
                 yaml: "node:\n  id: n1\n  deep: " + String(repeating: "{a: ", count: 900) + String(repeating: "}", count: 900),
-                error: "t.yaml:3:3: node.deep: unknown key (expected one of id, log_level, log_format, admin_listen, spool_dir)"),
+                error: "t.yaml:3:3: node.deep: unknown key (expected one of id, log_level, log_format, admin_listen, spool_dir, admin_token)"),
         BadCase(name: "an anchor", yaml: "node: &n\n  id: a",
                 error: "t.yaml:1:7: node: \(anchors) (found &n)"),
         BadCase(name: "an alias to no anchor", yaml: "node:\n  id: *x",

@@ -128,7 +128,36 @@ let everythingToSink: @Sendable (String) -> RouteDecision = { _ in .deliver(sink
         queues.moveToLimbo(taken.key, replacing: taken, unrecordedFinals: taken.recipients, error: "disk I/O error", now: 7)
         #expect(queues.counts.inFlight == 0 && queues.counts.limbo == 1)
         #expect(queues.limboEntries == [DeliveryQueues.Parked(entry: taken, reason: "disk I/O error", since: 7, unrecordedFinals: taken.recipients)])
-        #expect(queues.takeLimbo().count == 1 && queues.counts.limbo == 0)
+        #expect(queues.location(of: taken.key) == .limbo, "in limbo, the entry is still somewhere")
+        queues.releaseLimbo(taken.key)
+        #expect(queues.counts.limbo == 0 && queues.counts.scheduled == 1 && queues.location(of: taken.key) == .scheduled)
+    }
+
+    /// The index the sweep asks follows every move, and counts distinct messages.
+    @Test func everyMoveKeepsTheLocationIndex() {
+        var queues = DeliveryQueues(readyQueueSize: 10)
+        let site = SiteKey(pool: "default", site: sink)
+        let first = entry(1), second = entry(2)
+        queues.schedule(first)
+        queues.schedule(second)
+        #expect(queues.location(of: first.key) == .scheduled && queues.queuedMessages == 2)
+        queues.promote(now: 0, route: everythingToSink)
+        #expect(queues.location(of: first.key) == .ready)
+        let taken = queues.take(from: site)!
+        #expect(queues.location(of: taken.key) == .inFlight)
+        queues.putBack(taken.key, to: site)
+        #expect(queues.location(of: taken.key) == .ready)
+        queues.returnToScheduled(from: site, dueAt: 5)
+        #expect(queues.location(of: first.key) == .scheduled && queues.location(of: second.key) == .scheduled)
+        queues.promote(now: 5, route: everythingToSink)
+        let done = queues.take(from: site)!
+        queues.land(done.key)
+        #expect(queues.location(of: done.key) == nil && queues.queuedMessages == 1, "an entry that landed is nowhere")
+        let dropped = queues.dropScheduledSilently(5)
+        #expect(dropped.isEmpty, "nothing scheduled")
+        queues.returnToScheduled(from: site, dueAt: 9)
+        let silently = queues.dropScheduledSilently(5)
+        #expect(silently.count == 1 && queues.location(of: silently[0].key) == nil && queues.counts.total == 0 && queues.queuedMessages == 0)
     }
 
     @Test func poolsSeparateReadyQueues() {

@@ -44,3 +44,69 @@ import TestSupport
         #expect(again.map { String(decoding: $0, as: UTF8.self).contains("alive") } == true, "still serving")
     }
 }
+
+/// The admin API's gate: a bearer token, checked before any route runs; precise 4xx answers.
+@Suite struct AdminGateTests {
+    static let token = "0123456789abcdef-token"
+    let admin = NodeEndpoints(notReadyReason: { nil }, metrics: { "" }, adminToken: token,
+                              admin: { request in AdminResponse(status: 200, body: "{\"path\":\"\(request.path)\"}\n") })
+
+    @Test func theRightTokenReachesTheRoutesWithQueryAndBody() {
+        let decision = admin.decide(method: .POST, uri: "/admin/faults/drop-scheduled?count=5&note=a%20b", authorization: "Bearer \(Self.token)",
+                                    body: Array("{}".utf8))
+        #expect(decision == .admin(AdminRequest(method: "POST", path: "/admin/faults/drop-scheduled", query: ["count": "5", "note": "a b"],
+                                                body: Array("{}".utf8))))
+    }
+
+    @Test(arguments: [nil, "", "Bearer", "Bearer ", "Bearer wrong", "bearer \(AdminGateTests.token)", "Basic \(AdminGateTests.token)",
+                      "Bearer \(AdminGateTests.token)x", "Bearer \(AdminGateTests.token.dropLast())"])
+    func anyOtherAuthorizationIsRefusedWith401(_ authorization: String?) {
+        guard case .respond(let status, let type, let body) = admin.decide(method: .GET, uri: "/admin/queue/counts",
+                                                                            authorization: authorization, body: []) else {
+            Issue.record("reached the routes with \(authorization ?? "nil")")
+            return
+        }
+        #expect(status == .unauthorized && type == "application/json" && body.contains("bearer token is required"))
+    }
+
+    @Test func withoutATokenConfiguredTheAdminAPIIsOff() {
+        let off = NodeEndpoints(notReadyReason: { nil }, metrics: { "" })
+        guard case .respond(let status, _, let body) = off.decide(method: .GET, uri: "/admin/ledger", authorization: "Bearer x", body: []) else {
+            Issue.record("an admin route without a token")
+            return
+        }
+        #expect(status == .forbidden && body.contains("node.admin_token"))
+    }
+
+    @Test func aQueryThatIsNotPercentEncodingIsA400() {
+        guard case .respond(let status, _, _) = admin.decide(method: .GET, uri: "/admin/queue/counts?x=%zz", authorization: "Bearer \(Self.token)",
+                                                             body: []) else {
+            Issue.record("reached the routes")
+            return
+        }
+        #expect(status == .badRequest)
+    }
+
+    @Test func theOtherEndpointsNeedNoToken() {
+        #expect(admin.decide(method: .GET, uri: "/health", authorization: nil, body: []) == .respond(.ok, "application/json", "{\"status\":\"alive\"}\n"))
+    }
+
+    /// Over a socket: an unknown route is a JSON 404, a body over 8 MiB a 413, and the client
+    /// reads both.
+    @Test func overARealSocketWithTheAdminClient() async throws {
+        let server = try await NodeHTTPServer.bind(host: "127.0.0.1", port: 0, endpoints: NodeEndpoints(
+            notReadyReason: { nil }, metrics: { "" }, adminToken: Self.token,
+            admin: { $0.path == "/admin/echo" ? AdminResponse(status: 200, body: String(decoding: $0.body, as: UTF8.self)) : nil }))
+        defer { Task { try? await server.close() } }
+        let address = "127.0.0.1:\(try #require(server.localAddress?.port))"
+        let echo = try await AdminClient.request(address, method: "POST", path: "/admin/echo", token: Self.token, body: Array("hello".utf8))
+        #expect(echo.status == 200 && echo.body == Array("hello".utf8))
+        let missing = try await AdminClient.request(address, path: "/admin/nope", token: Self.token)
+        #expect(missing.status == 404 && String(decoding: missing.body, as: UTF8.self).contains("no such admin endpoint"))
+        let huge = try await AdminClient.request(address, method: "POST", path: "/admin/echo", token: Self.token,
+                                                 body: Array(repeating: 0x41, count: NodeEndpoints.maximumBody + 1))
+        #expect(huge.status == 413)
+        await #expect(throws: AdminClient.Failure.self) { try await AdminClient.request("127.0.0.1:1", path: "/admin/x", token: nil) }
+        await #expect(throws: AdminClient.Failure.self) { try await AdminClient.request("no-port", path: "/admin/x", token: nil) }
+    }
+}

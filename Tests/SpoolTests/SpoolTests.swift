@@ -388,8 +388,8 @@ final class FakeClock: Sendable {
         try await withDirectory { directory in
             try Spool.open(directory: directory).close()
             let path = directory + "/spool.sqlite"
-            _ = sql(path, "PRAGMA user_version = 2")
-            await expectFailure(.newerSchema(2), naming: path) { () throws(SpoolError) in _ = try Spool.open(directory: directory) }
+            _ = sql(path, "PRAGMA user_version = 3")
+            await expectFailure(.newerSchema(3), naming: path) { () throws(SpoolError) in _ = try Spool.open(directory: directory) }
         }
     }
 

@@ -1,0 +1,115 @@
+import Foundation
+import NodeHTTP
+import QueueRecord
+import Reconciliation
+
+/// A delivery node's admin API routes (docs/admin-api.md). Every bad request gets a 4xx with
+/// a JSON error naming what was wrong, and changes nothing.
+public struct DeliveryAdmin: Sendable {
+    let node: DeliveryNode
+    let faults: FaultInjector?
+
+    public init(node: DeliveryNode, faults: FaultInjector?) {
+        self.node = node
+        self.faults = faults
+    }
+
+    /// The most ids one spool lookup may ask about.
+    public static let maximumLookup = 100_000
+
+    public func handle(_ request: AdminRequest) async -> AdminResponse? {
+        switch (request.method, request.path) {
+        case ("GET", "/admin/queue/counts"):
+            do {
+                return .json(try await node.manager.view())
+            } catch {
+                return .error(503, "the spool could not be read: \(error)")
+            }
+        case ("GET", "/admin/reconcile/report"):
+            guard let format = Self.format(request) else { return Self.badFormat(request) }
+            let sweeps = await node.manager.lastSweep.map { [$0] } ?? []
+            let report = ReconcileReport(generatedAt: Int64(MessageID.currentMilliseconds()), sweeps: sweeps)
+            return AdminResponse(status: 200, contentType: format.contentType, body: report.rendered(as: format))
+        case ("POST", "/admin/reconcile/sweep"):
+            guard let format = Self.format(request) else { return Self.badFormat(request) }
+            let report = ReconcileReport(generatedAt: Int64(MessageID.currentMilliseconds()), sweeps: [await node.sweepNow(trigger: "request")])
+            return AdminResponse(status: 200, contentType: format.contentType, body: report.rendered(as: format))
+        case ("POST", "/admin/spool/lookup"):
+            return await lookup(request.body)
+        case ("POST", let path) where path.hasPrefix("/admin/faults/"):
+            return await fault(String(path.dropFirst("/admin/faults/".count)), request)
+        default:
+            return nil
+        }
+    }
+
+    struct Lookup: Codable {
+        var ids: [String]
+    }
+
+    struct Held: Codable {
+        var node: String
+        var held: [String]
+    }
+
+    /// Which of the given message ids this node's spool holds unfinished (the reconciler asks).
+    private func lookup(_ body: [UInt8]) async -> AdminResponse {
+        let lookup: Lookup
+        do {
+            lookup = try JSONDecoder().decode(Lookup.self, from: Data(body))
+        } catch {
+            return .error(400, #"expected {"ids": ["<message id>", ...]}"#)
+        }
+        guard lookup.ids.count <= Self.maximumLookup else {
+            return .error(400, "at most \(Self.maximumLookup) ids per lookup, got \(lookup.ids.count)")
+        }
+        var ids: [MessageID] = []
+        for text in lookup.ids {
+            guard let id = MessageID(parsing: text) else { return .error(400, "not a message id: \(text.prefix(80))") }
+            ids.append(id)
+        }
+        do {
+            let held = try await node.manager.spool.pendingIDs(among: ids)
+            return .json(Held(node: node.manager.settings.nodeID, held: held.map(\.text)))
+        } catch {
+            return .error(503, "the spool could not be read: \(error)")
+        }
+    }
+
+    private func fault(_ name: String, _ request: AdminRequest) async -> AdminResponse {
+        guard let faults else {
+            return .error(403, "fault injection is off: it exists only on a node configured with testing.fault_injection: true")
+        }
+        var count = 1
+        if name != "crash-before-spool" {
+            guard let text = request.query["count"], let value = Int(text), (1...1_000_000).contains(value) else {
+                return .error(400, "count must be an integer from 1 to 1000000, got \(request.query["count"] ?? "nothing")")
+            }
+            count = value
+        }
+        switch name {
+        case "drop-scheduled": count = await node.manager.dropScheduledSilently(count)
+        case "fail-reinserts": faults.failReinserts(count)
+        case "skip-records": faults.skipRecords(count)
+        case "crash-before-spool": faults.crashBeforeSpool()
+        default:
+            return .error(404, "no such fault: \(name) (drop-scheduled, fail-reinserts, skip-records, crash-before-spool)")
+        }
+        return AdminResponse(status: 200, body: #"{"fault":"\#(name)","count":\#(count)}"# + "\n")
+    }
+
+    static func format(_ request: AdminRequest) -> ReportFormat? {
+        guard let name = request.query["format"] else { return .json }
+        return ReportFormat(rawValue: name)
+    }
+
+    static func badFormat(_ request: AdminRequest) -> AdminResponse {
+        .error(400, "format must be json, table or csv, got \(request.query["format"] ?? "")")
+    }
+}
+
+extension AdminResponse {
+    static func json<T: Encodable>(_ value: T) -> AdminResponse {
+        AdminResponse(status: 200, body: ReportFormat.json(value))
+    }
+}

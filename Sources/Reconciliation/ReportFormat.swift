@@ -1,0 +1,132 @@
+import Foundation
+
+/// How a report is written: JSON for machines, a table for people, CSV for spreadsheets.
+public enum ReportFormat: String, Sendable, CaseIterable {
+    case json, table, csv
+
+    public var contentType: String {
+        switch self {
+        case .json: "application/json"
+        case .table: "text/plain; charset=utf-8"
+        case .csv: "text/csv; charset=utf-8"
+        }
+    }
+
+    public var fileExtension: String { self == .table ? "txt" : rawValue }
+
+    /// JSON with sorted snake_case keys, as every report and admin answer is written.
+    public static func json<T: Encodable>(_ value: T) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        return String(decoding: (try? encoder.encode(value)) ?? Data("{}".utf8), as: UTF8.self) + "\n"
+    }
+
+    /// Decodes what `json` wrote.
+    public static func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8]) throws -> T {
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        return try decoder.decode(type, from: Data(bytes))
+    }
+
+    /// RFC 4180: fields with a comma, quote or line break are quoted, quotes doubled.
+    static func csvRow(_ fields: [String]) -> String {
+        fields.map { field in
+            field.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" })
+                ? "\"" + field.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : field
+        }.joined(separator: ",") + "\r\n"
+    }
+
+    /// Columns padded to their widest cell, numbers right-aligned.
+    static func table(_ header: [String], _ rows: [[String]]) -> String {
+        let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
+        func line(_ cells: [String]) -> String {
+            cells.enumerated().map { index, cell in
+                let pad = String(repeating: " ", count: widths[index] - cell.count)
+                return Int(cell) != nil && index > 0 ? pad + cell : cell + pad
+            }.joined(separator: "  ").trimmingCharacters(in: .whitespaces)
+        }
+        return ([line(header)] + rows.map(line)).joined(separator: "\n") + "\n"
+    }
+
+    static func time(_ milliseconds: Int64) -> String {
+        let formatter = ISO8601DateFormatter()
+        return formatter.string(from: Date(timeIntervalSince1970: Double(milliseconds) / 1_000))
+    }
+}
+
+extension ReconcileReport {
+    public func rendered(as format: ReportFormat) -> String {
+        switch format {
+        case .json:
+            return ReportFormat.json(self)
+        case .csv:
+            return ReportFormat.csvRow(["node", "id", "tenant", "domain", "queue", "reason", "age_seconds", "age_bucket", "attempts",
+                                        "repaired", "error"])
+                + orphans.map {
+                    ReportFormat.csvRow([$0.node, $0.id, $0.tenant, $0.domain, $0.queue, $0.reason, "\($0.ageSeconds)", $0.ageBucket,
+                                         "\($0.attempts)", "\($0.repaired)", $0.error ?? ""])
+                }.joined()
+        case .table:
+            var text = "Orphan reconciliation report, \(ReportFormat.time(generatedAt))\n\n"
+            text += ReportFormat.table(
+                ["node", "swept at", "ms", "spooled", "entries", "orphans", "repaired", "limbo", "limbo repaired", "malformed"],
+                sweeps.map {
+                    [$0.node, ReportFormat.time($0.startedAt), "\($0.durationMilliseconds)", "\($0.spooledMessages)", "\($0.entriesChecked)",
+                     "\($0.orphansFound)", "\($0.orphansRepaired)", "\($0.limboRetried)", "\($0.limboRepaired)", "\($0.malformedRows.count)"]
+                })
+            for (node, error) in unanswered.sorted(by: { $0.key < $1.key }) { text += "NOT ANSWERING: \(node): \(error)\n" }
+            for (title, dimension) in [("tenant", \OrphanRecord.tenant), ("domain", \.domain), ("age", \.ageBucket), ("reason", \.reason)] {
+                let rows = breakdown(dimension)
+                guard !rows.isEmpty else { continue }
+                text += "\nby \(title)\n" + ReportFormat.table([title, "found", "repaired"], rows.prefix(20).map { [$0.key, "\($0.found)", "\($0.repaired)"] })
+            }
+            let listed = orphans.prefix(50)
+            if !listed.isEmpty {
+                text += "\norphans (\(listed.count) of \(orphans.count) listed; --format csv lists all)\n"
+                text += ReportFormat.table(["node", "id", "tenant", "domain", "age", "reason", "repaired"],
+                                           listed.map { [$0.node, $0.id, $0.tenant, $0.domain, "\($0.ageSeconds)s", $0.reason, "\($0.repaired)"] })
+            } else {
+                text += "\nno orphans\n"
+            }
+            return text
+        }
+    }
+}
+
+extension LedgerReport {
+    public func rendered(as format: ReportFormat) -> String {
+        switch format {
+        case .json:
+            return ReportFormat.json(self)
+        case .csv:
+            let header = ReportFormat.csvRow(["status", "id", "tenant", "accepted_at", "age_seconds", "open_recipients", "record",
+                                              "last_event", "last_node", "last_time"])
+            let rows = unaccounted.map { ("unaccounted", $0) } + unconfirmed.map { ("unconfirmed", $0) }
+            return header + rows.map { status, missing in
+                ReportFormat.csvRow([status, missing.id, missing.tenant, ReportFormat.time(missing.acceptedAt), "\(missing.ageSeconds)",
+                                     "\(missing.openRecipients)", missing.record ?? "", missing.lastEvent, missing.lastNode,
+                                     ReportFormat.time(missing.lastTime)])
+            }.joined()
+        case .table:
+            var text = "Cluster ledger, \(ReportFormat.time(generatedAt))\n\n"
+            text += ReportFormat.table(["recipients", "count"], [
+                ["accepted", "\(totals.acceptedRecipients)"], ["delivered", "\(totals.delivered)"], ["bounced", "\(totals.bounced)"],
+                ["expired", "\(totals.expired)"], ["deleted", "\(totals.deleted)"], ["queued", "\(queuedRecipients)"],
+                ["unaccounted", "\(unaccountedRecipients)"], ["unconfirmed", "\(unconfirmedRecipients)"],
+                ["duplicate outcomes", "\(totals.duplicateOutcomes)"],
+            ])
+            text += "\nmessages: \(totals.acceptedMessages) accepted (\(totals.notificationMessages) of them DSNs), \(totals.finishedMessages) finished\n"
+            text += balances ? "balance: accepted = delivered + bounced + expired + deleted + queued + unaccounted + unconfirmed\n"
+                : "balance: DOES NOT HOLD (outcomes seen before their Reception: \(totals.outcomesBeforeReception))\n"
+            for (node, error) in unanswered.sorted(by: { $0.key < $1.key }) { text += "NOT ANSWERING: \(node): \(error)\n" }
+            for (title, list) in [("unaccounted (in no spool, no terminal event)", unaccounted), ("unconfirmed (a node did not answer)", unconfirmed)]
+            where !list.isEmpty {
+                text += "\n\(title)\n" + ReportFormat.table(["id", "tenant", "age", "record", "last seen"], list.prefix(100).map {
+                    [$0.id, $0.tenant, "\($0.ageSeconds)s", $0.record ?? "-", "\($0.lastEvent) on \($0.lastNode) at \(ReportFormat.time($0.lastTime))"]
+                })
+            }
+            return text
+        }
+    }
+}

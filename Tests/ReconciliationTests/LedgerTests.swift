@@ -1,0 +1,143 @@
+import Events
+import Testing
+@testable import Reconciliation
+
+/// The ledger as pure state: each event sequence and what the totals and the report say.
+struct LedgerTests {
+    static func reception(_ id: String, _ recipients: [String], at time: Int64 = 1_000, client: String = "192.0.2.1:4000") -> MessageEvent {
+        MessageEvent(type: .reception, id: id, tenant: "acme", time: time, node: "ingress-1", sender: "a@acme.test", recipients: recipients,
+                     size: 100, client: client, topic: "smarthost.acme", partition: 2, offset: 41)
+    }
+
+    static func outcome(_ type: MessageEvent.Kind, _ id: String, _ recipient: String?, at time: Int64 = 2_000) -> MessageEvent {
+        var event = MessageEvent(type: type, id: id, tenant: "acme", time: time, node: "delivery-1")
+        event.recipient = recipient
+        return event
+    }
+
+    @Test func everyRecipientEndsInOneTerminalOutcome() {
+        var ledger = Ledger()
+        ledger.apply(Self.reception("m1", ["a@x.test", "b@x.test", "c@y.test"]))
+        ledger.apply(Self.outcome(.transientFailure, "m1", "c@y.test"))
+        ledger.apply(Self.outcome(.delivery, "m1", "a@x.test"))
+        ledger.apply(Self.outcome(.bounce, "m1", "b@x.test"))
+        #expect(ledger.open["m1"]?.openRecipients == 1, "c is still being retried")
+        ledger.apply(Self.outcome(.expiration, "m1", "c@y.test"))
+        #expect(ledger.open.isEmpty && ledger.finished["m1"] != nil)
+        #expect(ledger.totals.acceptedRecipients == 3 && ledger.totals.delivered == 1 && ledger.totals.bounced == 1 && ledger.totals.expired == 1)
+        let report = ledger.report(now: 10_000, unaccountedAfter: 1_000, held: [], unanswered: [:])
+        #expect(report.balances && report.queuedRecipients == 0 && report.unaccounted.isEmpty)
+    }
+
+    @Test func duplicatesAreCountedNotAddedTwice() {
+        var ledger = Ledger()
+        ledger.apply(Self.reception("m1", ["a@x.test", "b@x.test"]))
+        ledger.apply(Self.outcome(.delivery, "m1", "a@x.test"))
+        ledger.apply(Self.outcome(.delivery, "m1", "a@x.test"))
+        ledger.apply(Self.outcome(.delivery, "m1", "b@x.test"))
+        ledger.apply(Self.outcome(.delivery, "m1", "b@x.test"))
+        ledger.apply(Self.reception("m1", ["a@x.test", "b@x.test"]))
+        #expect(ledger.totals.delivered == 2 && ledger.totals.duplicateOutcomes == 2 && ledger.totals.acceptedMessages == 1)
+    }
+
+    @Test func anOperatorDeletionWithoutARecipientClosesEveryOpenOne() {
+        var ledger = Ledger()
+        ledger.apply(Self.reception("m1", ["a@x.test", "b@x.test"]))
+        ledger.apply(Self.outcome(.delivery, "m1", "a@x.test"))
+        ledger.apply(Self.outcome(.adminBounce, "m1", nil))
+        #expect(ledger.open.isEmpty && ledger.totals.deleted == 1 && ledger.totals.delivered == 1)
+    }
+
+    @Test func anOutcomeBeforeItsReceptionWaitsForIt() {
+        var ledger = Ledger()
+        ledger.apply(Self.outcome(.delivery, "m1", "a@x.test"))
+        #expect(ledger.open["m1"] != nil && ledger.totals.outcomesBeforeReception == 1)
+        #expect(ledger.candidates(acceptedBefore: .max).isEmpty, "no Reception: nothing to look for yet")
+        ledger.apply(Self.reception("m1", ["a@x.test"]))
+        #expect(ledger.open.isEmpty && ledger.totals.finishedMessages == 1)
+    }
+
+    /// Old enough, open, and in no spool: unaccounted, named with its record; held by a spool
+    /// or young: queued; a node that did not answer: unconfirmed, never unaccounted.
+    @Test func theReportClassifiesOpenMessagesByWhatTheSpoolsSay() {
+        var ledger = Ledger()
+        ledger.apply(Self.reception("lost", ["a@x.test"], at: 1_000))
+        ledger.apply(Self.reception("spooled", ["b@x.test"], at: 1_000))
+        ledger.apply(Self.reception("young", ["c@x.test"], at: 95_000))
+        ledger.apply(Self.reception("dsn", ["app@acme.test"], at: 95_000, client: "dsn"))
+        #expect(ledger.candidates(acceptedBefore: 40_000) == ["lost", "spooled"])
+        let report = ledger.report(now: 100_000, unaccountedAfter: 60_000, held: ["spooled"], unanswered: [:])
+        #expect(report.unaccounted.map(\.id) == ["lost"] && report.unaccounted[0].record == "smarthost.acme/2/41")
+        #expect(report.unaccountedRecipients == 1 && report.queuedRecipients == 3 && report.balances)
+        #expect(report.totals.notificationMessages == 1)
+        let unsure = ledger.report(now: 100_000, unaccountedAfter: 60_000, held: [], unanswered: ["delivery-2": "timed out"])
+        #expect(unsure.unaccounted.isEmpty && unsure.unconfirmed.map(\.id) == ["lost", "spooled"] && unsure.balances)
+    }
+
+    @Test func finishedMessagesAreForgottenAfterAWhile() {
+        var ledger = Ledger()
+        ledger.apply(Self.reception("m1", ["a@x.test"]))
+        ledger.apply(Self.outcome(.delivery, "m1", "a@x.test", at: 5_000))
+        ledger.prune(finishedBefore: 4_000)
+        #expect(ledger.finished["m1"] != nil)
+        ledger.prune(finishedBefore: 6_000)
+        #expect(ledger.finished.isEmpty)
+    }
+
+    @Test func theLedgerSurvivesAJSONRoundTrip() throws {
+        var ledger = Ledger()
+        ledger.apply(Self.reception("m1", ["a@x.test", "b@x.test"]))
+        ledger.apply(Self.outcome(.delivery, "m1", "a@x.test"))
+        let text = ReportFormat.json(ledger)
+        #expect(try ReportFormat.decode(Ledger.self, from: Array(text.utf8)) == ledger)
+    }
+}
+
+struct ReportFormatTests {
+    static let sweep: SweepReport = {
+        var report = SweepReport(node: "delivery-1", trigger: "request", startedAt: 1_800_000_000_000)
+        report.spooledMessages = 3
+        report.entriesChecked = 3
+        report.add(OrphanRecord(node: "delivery-1", id: "01J00000000000000000000001", tenant: "acme", domain: "x.test", queue: "acme//x.test",
+                                reason: "in no queue", ageSeconds: 30, attempts: 0, repaired: true), limbo: false)
+        report.add(OrphanRecord(node: "delivery-1", id: "01J00000000000000000000002", tenant: "acme", domain: "y.test", queue: "acme//y.test",
+                                reason: "limbo: disk I/O error, \"quoted\"", ageSeconds: 7_200, attempts: 2, repaired: false,
+                                error: "still failing"), limbo: true)
+        return report
+    }()
+
+    @Test func csvQuotesWhatNeedsQuotingAndListsEveryOrphan() {
+        let csv = ReconcileReport(generatedAt: 0, sweeps: [Self.sweep]).rendered(as: .csv)
+        let lines = csv.split(separator: "\r\n")
+        #expect(lines.count == 3)
+        #expect(lines[0] == "node,id,tenant,domain,queue,reason,age_seconds,age_bucket,attempts,repaired,error")
+        #expect(lines[2].contains(#""limbo: disk I/O error, ""quoted""""#))
+        #expect(lines[1].hasSuffix(",30,<1m,0,true,"))
+    }
+
+    @Test func theTableSummarisesByNodeTenantDomainAgeAndReason() {
+        let text = ReconcileReport(generatedAt: 0, sweeps: [Self.sweep], unanswered: ["delivery-2": "timed out"]).rendered(as: .table)
+        #expect(text.contains("NOT ANSWERING: delivery-2: timed out"))
+        for heading in ["by tenant", "by domain", "by age", "by reason"] { #expect(text.contains(heading), "\(heading)") }
+        #expect(text.contains("1h-6h"))
+    }
+
+    @Test func jsonReadsBackAsTheSameReport() throws {
+        let report = ReconcileReport(generatedAt: 5, sweeps: [Self.sweep], unanswered: ["n": "e"])
+        #expect(try ReportFormat.decode(ReconcileReport.self, from: Array(report.rendered(as: .json).utf8)) == report)
+        let counts = Dictionary(uniqueKeysWithValues: report.breakdown(\.reason).map { ($0.key, $0.found) })
+        #expect(counts == ["in no queue": 1, "limbo: disk I/O error, \"quoted\"": 1])
+    }
+
+    @Test(arguments: [Int64(0), 59, 60, 599, 600, 3_599, 3_600, 21_599, 21_600, 86_399, 86_400])
+    func ageBuckets(seconds: Int64) {
+        let expected = seconds < 60 ? "<1m" : seconds < 600 ? "1m-10m" : seconds < 3_600 ? "10m-1h" : seconds < 21_600 ? "1h-6h"
+            : seconds < 86_400 ? "6h-24h" : ">24h"
+        #expect(AgeBucket.name(seconds: seconds) == expected)
+    }
+
+    @Test(arguments: ["", "{", "[]", #"{"generated_at": "x"}"#, #"{"generated_at": 1, "sweeps": [{}], "unanswered": {}}"#])
+    func aReportThatIsNotOneIsAnError(_ text: String) {
+        #expect(throws: (any Error).self) { try ReportFormat.decode(ReconcileReport.self, from: Array(text.utf8)) }
+    }
+}
