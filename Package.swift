@@ -181,6 +181,8 @@ let package = Package(
         .testTarget(name: "DNSTests", dependencies: ["DNS", "TestSupport"]),
         .testTarget(name: "TestSupportTests", dependencies: ["TestSupport"]),
         // Runs the built `smarthost` binary as an operator would.
-        .testTarget(name: "SmarthostCLITests", dependencies: ["TestSupport", "Events", "Kafka", "QueueRecord", "SMTPProtocol"]),
+        .testTarget(name: "SmarthostCLITests", dependencies: [
+            "TestSupport", "Events", "Kafka", "NodeHTTP", "QueueRecord", "Reconciliation", "SMTPProtocol",
+        ]),
     ]
 )

@@ -80,6 +80,12 @@ public struct DeliveryAdmin: Sendable {
         guard let faults else {
             return .error(403, "fault injection is off: it exists only on a node configured with testing.fault_injection: true")
         }
+        struct Armed: Encodable {
+            var fault: String
+            var count: Int
+            /// drop-scheduled: the messages whose entries were dropped.
+            var ids: [String]?
+        }
         var count = 1
         if name != "crash-before-spool" {
             guard let text = request.query["count"], let value = Int(text), (1...1_000_000).contains(value) else {
@@ -87,15 +93,18 @@ public struct DeliveryAdmin: Sendable {
             }
             count = value
         }
+        var ids: [String]?
         switch name {
-        case "drop-scheduled": count = await node.manager.dropScheduledSilently(count)
+        case "drop-scheduled":
+            ids = await node.manager.dropScheduledSilently(count)
+            count = ids?.count ?? 0
         case "fail-reinserts": faults.failReinserts(count)
         case "skip-records": faults.skipRecords(count)
         case "crash-before-spool": faults.crashBeforeSpool()
         default:
             return .error(404, "no such fault: \(name) (drop-scheduled, fail-reinserts, skip-records, crash-before-spool)")
         }
-        return AdminResponse(status: 200, body: #"{"fault":"\#(name)","count":\#(count)}"# + "\n")
+        return .json(Armed(fault: name, count: count, ids: ids))
     }
 
     static func format(_ request: AdminRequest) -> ReportFormat? {

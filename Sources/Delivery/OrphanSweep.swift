@@ -150,9 +150,9 @@ extension QueueManager {
     }
 
     /// Test-only (`testing.fault_injection`): loses track of up to `count` scheduled entries,
-    /// as the bug the sweep exists for would. Returns how many.
-    public func dropScheduledSilently(_ count: Int) -> Int {
-        guard faults != nil else { return 0 }
-        return queues.dropScheduledSilently(count).count
+    /// as the bug the sweep exists for would. Returns their message ids.
+    public func dropScheduledSilently(_ count: Int) -> [String] {
+        guard faults != nil else { return [] }
+        return queues.dropScheduledSilently(count).map(\.id.text)
     }
 }

@@ -90,6 +90,14 @@ public final class ScriptedSMTPServer: Sendable {
         return Array(try Data(contentsOf: URL(fileURLWithPath: path)))
     }
 
+    /// Changes the rules of a running server (the script re-reads its file on SIGHUP): a
+    /// destination that refused everything recovers, for example.
+    public func replaceScript(_ script: String) throws {
+        let scriptFile = URL(fileURLWithPath: recordPath).deletingLastPathComponent().appendingPathComponent("script.json").path
+        try script.write(toFile: scriptFile, atomically: true, encoding: .utf8)
+        process.signal(SIGHUP)
+    }
+
     public func stop() {
         process.stop()
     }

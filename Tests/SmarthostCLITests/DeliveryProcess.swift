@@ -1,6 +1,7 @@
 import Events
 import Foundation
 import Kafka
+import NodeHTTP
 import QueueRecord
 import SMTPProtocol
 import Testing
@@ -22,7 +23,7 @@ struct DeliveryProcess {
         let config = "\(directory)/cluster.yaml"
         let adminPort = try Loopback.freePort()
         try """
-            node: {id: \(name), log_format: json, admin_listen: "127.0.0.1:\(adminPort)", spool_dir: "\(spool)"}
+            node: {id: \(name), log_format: json, admin_listen: "127.0.0.1:\(adminPort)", spool_dir: "\(spool)", admin_token: \(Self.adminToken)}
             kafka: {brokers: ["\(broker.bootstrap)"], delivery_timeout: 5s, session_timeout: 6s, metadata_refresh: 1s}
             redis: {address: "\(redis)"}
             \(yaml)
@@ -48,6 +49,27 @@ struct DeliveryProcess {
         let process = try ManagedProcess(name: name, executable: SmarthostCLITests.binary,
                                          arguments: ["delivery", "--config", config], logPath: log)
         return DeliveryProcess(process: process, spoolDirectory: spool, config: config, adminPort: adminPort)
+    }
+
+    static let adminToken = "test-admin-token-0123456789"
+
+    /// A request to the node's admin API; the test fails with the answer unless it is a 200.
+    /// A node just started is given 30 s to open its admin listener.
+    func admin(_ method: String = "GET", _ path: String, body: [UInt8] = []) async throws -> [UInt8] {
+        let started = ContinuousClock.now
+        var reply: (status: Int, body: [UInt8])?
+        while reply == nil {
+            do {
+                reply = try await AdminClient.request("127.0.0.1:\(adminPort)", method: method, path: path, token: Self.adminToken,
+                                                      body: body, timeout: .seconds(120))
+            } catch let failure as AdminClient.Failure where failure.description.hasPrefix("cannot connect")
+                        && ContinuousClock.now - started < .seconds(30) && process.isRunning {
+                try await Task.sleep(for: .milliseconds(200))
+            }
+        }
+        let (status, answer) = reply!
+        try #require(status == 200, "\(method) \(path): \(status) \(String(decoding: answer, as: UTF8.self))")
+        return answer
     }
 
     /// The node's local event log (events.jsonl and its rotations), parsed.

@@ -1,0 +1,153 @@
+import Events
+import Foundation
+import Reconciliation
+import Testing
+import TestSupport
+
+/// The delivery node's orphan sweep, on real processes: a real spool, Tansu, Redis and a
+/// recording destination; faults injected through the admin API of a node configured with
+/// `testing.fault_injection: true`.
+@Suite(.serialized, .timeLimit(.minutes(10)))
+struct OrphanSweepTests {
+    /// What `GET /admin/queue/counts` answers.
+    struct View: Decodable {
+        var scheduled: Int
+        var limbo: Int
+        var queuedMessages: Int
+        var spooledMessages: Int
+        var orphanedMessages: Int
+    }
+
+    struct Armed: Decodable {
+        var count: Int
+        var ids: [String]?
+    }
+
+    static func nodeYAML(_ port: Int, sweepEvery: String) -> String {
+        """
+        traffic_classes:
+          fast: {first_retry: 1s, retry_multiplier: 1, max_retry_interval: 1s, expiry: 1h}
+        tenants:
+          acme: {trusted_networks: [127.0.0.0/8]}
+        routes:
+          - {domain: inbox.test, next_hop: "127.0.0.1:\(port)"}
+        delivery: {command_timeout: 30s, max_connections_per_site: 4}
+        reconciliation: {sweep_every: \(sweepEvery), orphan_grace: 1s}
+        testing: {fault_injection: true}
+        """
+    }
+
+    static func view(_ node: DeliveryProcess) async throws -> View {
+        try ReportFormat.decode(View.self, from: try await node.admin("GET", "/admin/queue/counts"))
+    }
+
+    /// 10,000 messages held by a suspended destination; 1,000 of their entries dropped from the
+    /// scheduled queues without a trace. Before the sweep the queue view counts them as
+    /// orphans, not as queued; the sweep finds exactly those, the report names them and why;
+    /// once the destination is released every message arrives exactly once.
+    @Test func theSweepFindsExactlyTheDroppedEntriesAndTheyAreDelivered() async throws {
+        let broker = try await TansuBroker.start()
+        defer { broker.stop() }
+        try await DeliveryNodeTests.createTopics(broker)
+        let redis = try await RedisServer.start()
+        defer { redis.stop() }
+        let destination = try await ScriptedSMTPServer.start()
+        defer { destination.stop() }
+        let node = try DeliveryProcess.start(broker: broker, name: "sweep-1", yaml: Self.nodeYAML(destination.port, sweepEvery: "1h"),
+                                             redis: redis.address)
+        defer { node.stop() }
+        let smarthost = { (arguments: [String]) in try await runCommand(SmarthostCLITests.binary, arguments + ["--config", node.config]) }
+        let suspend = try await smarthost(["adjustments", "set", "--action", "suspend", "--domain", "inbox.test", "--for", "10m", "--reason", "hold"])
+        try #require(suspend.status == 0, "\(suspend.output)\(suspend.errors)")
+
+        let total = 10_000
+        for start in stride(from: 0, to: total, by: 2_000) {
+            try await enqueue((start..<start + 2_000).map { testMessage(to: ["user\($0)@inbox.test"]) }, broker: broker)
+        }
+        var scheduled = 0
+        for _ in 0..<240 where scheduled < total {
+            try await Task.sleep(for: .milliseconds(500))
+            scheduled = (try? await Self.view(node).scheduled) ?? 0
+        }
+        try #require(scheduled == total, "all \(total) in their scheduled queue, not \(scheduled); log:\n\(node.process.logTail())")
+
+        let armed = try ReportFormat.decode(Armed.self, from: try await node.admin("POST", "/admin/faults/drop-scheduled?count=1000"))
+        let dropped = Set(armed.ids ?? [])
+        #expect(armed.count == 1_000 && dropped.count == 1_000)
+        let before = try await Self.view(node)
+        #expect(before.scheduled == 9_000 && before.queuedMessages == 9_000 && before.spooledMessages == total && before.orphanedMessages == 1_000,
+                "the view counts them as orphans, not as queued: \(before)")
+
+        try await Task.sleep(for: .seconds(1.5))  // past orphan_grace
+        let swept = try await smarthost(["reconcile", "sweep", "--format", "json"])
+        #expect(swept.status == 0, "\(swept.errors)")
+        let report = try ReportFormat.decode(ReconcileReport.self, from: Array(swept.output.utf8))
+        let sweep = try #require(report.sweeps.first)
+        #expect(sweep.orphansFound == 1_000 && sweep.orphansRepaired == 1_000 && sweep.spooledMessages == total && sweep.limboRetried == 0)
+        #expect(Set(sweep.orphans.map(\.id)) == dropped, "exactly the dropped entries")
+        #expect(sweep.orphans.allSatisfy { $0.reason == "in no queue" && $0.tenant == "acme" && $0.domain == "inbox.test" && $0.repaired })
+        let after = try await Self.view(node)
+        #expect(after.scheduled == total && after.orphanedMessages == 0)
+        print("sweep: \(sweep.spooledMessages) spooled, \(sweep.orphansFound) orphans found and requeued in \(sweep.durationMilliseconds) ms")
+
+        let again = try await smarthost(["reconcile", "sweep", "--format", "json"])
+        #expect(try ReportFormat.decode(ReconcileReport.self, from: Array(again.output.utf8)).sweeps.first?.orphansFound == 0,
+                "a second sweep finds nothing")
+        let csv = try await smarthost(["reconcile", "report", "--format", "csv"])
+        #expect(csv.status == 0 && csv.output.split(separator: "\r\n").count == 1, "the last report (the second sweep) has no orphans")
+        let table = try await smarthost(["reconcile", "report"])
+        #expect(table.output.contains("no orphans") && table.output.contains("sweep-1"), "\(table.output)")
+
+        let release = try await smarthost(["adjustments", "remove", "suspend domain=inbox.test"])
+        #expect(release.status == 0, "\(release.output)\(release.errors)")
+        let delivered = try await eventually(.seconds(180), every: .seconds(1)) { try destination.messages().count >= total }
+        let arrived = try destination.messages().count
+        #expect(delivered, "\(arrived) of \(total) delivered; log:\n\(node.process.logTail())")
+        let recipients = try destination.messages().flatMap { $0.recipients ?? [] }
+        #expect(recipients.count == total && Set(recipients).count == total, "every message exactly once")
+        let requeued = try await eventually(.seconds(10)) { try node.events().filter { $0.type == .orphanRequeued }.count == 1_000 }
+        #expect(requeued, "one OrphanRequeued event per repaired entry")
+    }
+
+    /// The KumoMTA thread, scripted: the destination refuses every connection, so the ready
+    /// queues are bulk-delayed and every entry goes back to its scheduled queue after each
+    /// failure; 300 of those re-inserts fail. Then the destination recovers. Every message is
+    /// delivered without a restart; the events and metrics show what the sweep repaired
+    /// (limbo entries, each with its error) and that nothing was ever in no queue.
+    @Test func theKumoMTAStuckInSpoolThreadEndsWithEveryMessageDelivered() async throws {
+        let broker = try await TansuBroker.start()
+        defer { broker.stop() }
+        try await DeliveryNodeTests.createTopics(broker)
+        let redis = try await RedisServer.start()
+        defer { redis.stop() }
+        let destination = try await ScriptedSMTPServer.start(script: #"{"rules": [{"when": "connect", "reply": "421 4.4.5 Server busy, try again later"}]}"#)
+        defer { destination.stop() }
+        let node = try DeliveryProcess.start(broker: broker, name: "kumo-1", yaml: Self.nodeYAML(destination.port, sweepEvery: "3s"),
+                                             redis: redis.address)
+        defer { node.stop() }
+        let armed = try ReportFormat.decode(Armed.self, from: try await node.admin("POST", "/admin/faults/fail-reinserts?count=300"))
+        #expect(armed.count == 300)
+
+        let total = 2_000
+        try await enqueue((0..<total).map { testMessage(to: ["user\($0)@inbox.test"]) }, broker: broker)
+        let failing = try await eventually(.seconds(120), every: .seconds(1)) {
+            (node.metric("smarthost_reconcile_orphans_total", labels: #"kind="limbo""#) ?? 0) >= 300
+        }
+        #expect(failing, "300 re-inserts failed and their limbo entries were retried; log:\n\(node.process.logTail())")
+        let pid = node.process.pid
+        try destination.replaceScript(#"{"rules": []}"#)
+
+        let delivered = try await eventually(.seconds(240), every: .seconds(1)) { Set(try destination.messages().flatMap { $0.recipients ?? [] }).count >= total }
+        let arrived = try destination.messages().count
+        #expect(delivered, "\(arrived) of \(total); log:\n\(node.process.logTail())")
+        #expect(node.process.isRunning && node.process.pid == pid, "no restart")
+        let recipients = try destination.messages().flatMap { $0.recipients ?? [] }
+        #expect(recipients.count == total, "each exactly once")
+        let repairs = try node.events().filter { $0.type == .orphanRequeued }
+        #expect(repairs.count == 300 && repairs.allSatisfy { $0.reason == "limbo: re-insert failed (injected fault)" }, "\(repairs.count)")
+        #expect((node.metric("smarthost_reconcile_orphans_total", labels: #"kind="in-no-queue""#) ?? 0) == 0,
+                "no entry was ever in no queue: the design kept each one somewhere")
+        let refused = try destination.records().filter { $0.event == "reply" && $0.reply?.hasPrefix("421") == true }.count
+        print("KumoMTA reproduction: \(refused) connections refused, 300 re-inserts failed into limbo, all repaired by the sweep; \(total) of \(total) delivered without a restart")
+    }
+}
