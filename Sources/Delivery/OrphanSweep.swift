@@ -83,7 +83,7 @@ extension QueueManager {
         Gauge(label: "smarthost_reconcile_sweep_seconds").record(Double(report.durationMilliseconds) / 1_000)
         Gauge(label: "smarthost_spool_messages").record(report.spooledMessages)
         if report.orphansFound + report.limboRetried > 0 || !report.errors.isEmpty {
-            logger.warning("sweep repaired orphans", metadata: [
+            logger.warning("the sweep found orphans, limbo entries or errors", metadata: [
                 "orphans": "\(report.orphansFound)", "repaired": "\(report.orphansRepaired)", "limbo": "\(report.limboRetried)",
                 "limbo_repaired": "\(report.limboRepaired)", "errors": "\(report.errors)", "ms": "\(report.durationMilliseconds)",
             ])

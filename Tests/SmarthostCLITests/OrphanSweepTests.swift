@@ -1,5 +1,6 @@
 import Events
 import Foundation
+import NodeHTTP
 import Reconciliation
 import Testing
 import TestSupport
@@ -23,7 +24,7 @@ struct OrphanSweepTests {
         var ids: [String]?
     }
 
-    static func nodeYAML(_ port: Int, sweepEvery: String) -> String {
+    static func nodeYAML(_ port: Int, sweepEvery: String, faults: Bool = true) -> String {
         """
         traffic_classes:
           fast: {first_retry: 1s, retry_multiplier: 1, max_retry_interval: 1s, expiry: 1h}
@@ -33,7 +34,7 @@ struct OrphanSweepTests {
           - {domain: inbox.test, next_hop: "127.0.0.1:\(port)"}
         delivery: {command_timeout: 30s, max_connections_per_site: 4}
         reconciliation: {sweep_every: \(sweepEvery), orphan_grace: 1s}
-        testing: {fault_injection: true}
+        testing: {fault_injection: \(faults)}
         """
     }
 
@@ -149,5 +150,65 @@ struct OrphanSweepTests {
                 "no entry was ever in no queue: the design kept each one somewhere")
         let refused = try destination.records().filter { $0.event == "reply" && $0.reply?.hasPrefix("421") == true }.count
         print("KumoMTA reproduction: \(refused) connections refused, 300 re-inserts failed into limbo, all repaired by the sweep; \(total) of \(total) delivered without a restart")
+    }
+
+    /// The third fault: the node exits after consuming a batch and before spooling it. Its
+    /// offsets were not committed, so the restarted node reads the batch again: nothing lost,
+    /// nothing twice.
+    @Test func aCrashBetweenConsumingAndSpoolingLosesNothing() async throws {
+        let broker = try await TansuBroker.start()
+        defer { broker.stop() }
+        try await DeliveryNodeTests.createTopics(broker)
+        let redis = try await RedisServer.start()
+        defer { redis.stop() }
+        let destination = try await ScriptedSMTPServer.start()
+        defer { destination.stop() }
+        var node = try DeliveryProcess.start(broker: broker, name: "crash-1", yaml: Self.nodeYAML(destination.port, sweepEvery: "1h"),
+                                             redis: redis.address)
+        defer { node.stop() }
+        _ = try await node.admin("POST", "/admin/faults/crash-before-spool")
+        let total = 300
+        try await enqueue((0..<total).map { testMessage(to: ["user\($0)@inbox.test"]) }, broker: broker)
+        let status = try await node.process.exitCode(within: .seconds(60))
+        #expect(status == 70, "the node exited on the injected fault; log:\n\(node.process.logTail())")
+        #expect(try destination.messages().isEmpty, "nothing was spooled, so nothing was sent")
+        node = try node.restart()
+        let delivered = try await eventually(.seconds(120), every: .milliseconds(500)) { try destination.messages().count >= total }
+        let recipients = try destination.messages().flatMap { $0.recipients ?? [] }
+        #expect(delivered && recipients.count == total && Set(recipients).count == total, "\(recipients.count) of \(total); log:\n\(node.process.logTail())")
+    }
+
+    /// Hostile and malformed admin requests get a precise 4xx and change nothing; the faults
+    /// do not exist without `testing.fault_injection`.
+    @Test func badAdminRequestsAreRefusedAndFaultsAreOffByDefault() async throws {
+        let broker = try await TansuBroker.start()
+        defer { broker.stop() }
+        try await DeliveryNodeTests.createTopics(broker)
+        let node = try DeliveryProcess.start(broker: broker, name: "admin-1", yaml: Self.nodeYAML(9, sweepEvery: "1h", faults: false))
+        defer { node.stop() }
+        _ = try await node.admin("GET", "/admin/queue/counts")
+        let address = "127.0.0.1:\(node.adminPort)"
+        let token = DeliveryProcess.adminToken
+        let cases: [(String, String, String?, String, Int, String)] = [
+            ("POST", "/admin/faults/drop-scheduled?count=5", token, "", 403, "fault injection is off"),
+            ("POST", "/admin/faults/crash-before-spool", token, "", 403, "fault injection is off"),
+            ("GET", "/admin/queue/counts", nil, "", 401, "bearer token"),
+            ("GET", "/admin/queue/counts", "wrong-token-0123456789", "", 401, "bearer token"),
+            ("POST", "/admin/spool/lookup", token, "{not json", 400, "expected"),
+            ("POST", "/admin/spool/lookup", token, #"{"ids": ["nope"]}"#, 400, "not a message id"),
+            ("POST", "/admin/spool/lookup", token, #"{"ids": 5}"#, 400, "expected"),
+            ("GET", "/admin/reconcile/report?format=xml", token, "", 400, "format must be"),
+            ("GET", "/admin/reconcile/report?format=%ZZ", token, "", 400, "percent-encoded"),
+            ("DELETE", "/admin/queue/counts", token, "", 404, "no such admin endpoint"),
+        ]
+        for (method, path, bearer, body, status, text) in cases {
+            let (got, answer) = try await AdminClient.request(address, method: method, path: path, token: bearer, body: Array(body.utf8))
+            let answerText = String(decoding: answer, as: UTF8.self)
+            #expect(got == status && answerText.contains(text) && answerText.hasPrefix("{\"error\":"), "\(method) \(path): \(got) \(answerText)")
+        }
+        let lookup = try await node.admin("POST", "/admin/spool/lookup", body: Array(#"{"ids": ["01M8XFY1ZHN7Z9T4HG54CGSY5A"]}"#.utf8))
+        struct Held: Decodable { var held: [String] }
+        #expect(try ReportFormat.decode(Held.self, from: lookup).held.isEmpty)
+        #expect(node.process.isRunning, "still serving")
     }
 }
