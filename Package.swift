@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "smarthost", targets: ["smarthost"]),
+        .executable(name: "sweep-bench", targets: ["SweepBench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.0"),
@@ -129,6 +130,11 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
+        ]),
+        // The orphan sweep's cost over a large spool (scripts/bench runs it).
+        .executableTarget(name: "SweepBench", dependencies: [
+            "Delivery", "QueueRecord", "Reconciliation", "SMTPProtocol", "SmarthostConfig", "Spool",
+            .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "smarthost", dependencies: [
             "Credentials", "Delivery", "DNS", "QueueRecord", "Kafka", "Spool", "Redis", "SmarthostConfig", "Observability", "Ingress", "NodeHTTP",

@@ -33,6 +33,17 @@ def main():
               f"(probe: {ingress['probe_per_second'] / sink['probe_per_second']:.2f})")
         print(f"  ingress nodes: {'; '.join((read(os.path.join(results, 'ingress-rss.txt')) or '').splitlines())}")
 
+    sweep = read(os.path.join(results, "sweep.json"))
+    if sweep:
+        sweep = json.loads(sweep)
+        print(f"orphan sweep over {sweep['messages']:,} spooled messages ({sweep['planted_orphans']:,} planted orphans; "
+              f"no peer MTA has one to compare with):")
+        print(f"  first sweep {sweep['sweep_ms']:,} ms ({sweep['us_per_message']:.2f} us per message), "
+              f"{sweep['orphans_found']:,} orphans found and requeued; second sweep {sweep['second_sweep_ms']:,} ms, "
+              f"{sweep['second_orphans_found']} found")
+        print(f"  queue manager wait while sweeping: max {sweep['max_stall_ms']} ms, p99 {sweep['p99_stall_ms']} ms "
+              f"({sweep['probes']:,} probes); second sweep max {sweep['second_max_stall_ms']} ms; RSS {sweep['rss_mib']} MiB")
+
     rows = [json.loads(line) for line in (read(os.path.join(results, "e2e.jsonl")) or "").splitlines()]
     if not rows:
         return 0
