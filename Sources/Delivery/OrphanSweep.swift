@@ -76,9 +76,10 @@ extension QueueManager {
                 }
             }
             if !candidates.isEmpty { await requeueOrphans(candidates, cutoff: cutoff, &report, &published) }
+            publishOffActor(&published)
             cursor = page.next
         }
-        events.publish(published)
+        publishOffActor(&published)
         report.durationMilliseconds = Int64(clock() - started)
         Gauge(label: "smarthost_reconcile_sweep_seconds").record(Double(report.durationMilliseconds) / 1_000)
         Gauge(label: "smarthost_spool_messages").record(report.spooledMessages)
@@ -89,6 +90,16 @@ extension QueueManager {
             ])
         }
         return report
+    }
+
+    /// Encoding thousands of events would keep every connection waiting for the actor: they
+    /// are published page by page, from outside it.
+    private func publishOffActor(_ published: inout [MessageEvent]) {
+        guard !published.isEmpty else { return }
+        let batch = published
+        published = []
+        let events = events
+        Task.detached { events.publish(batch) }
     }
 
     /// Candidates are read again from the spool (not from the page, which may be older than

@@ -15,8 +15,8 @@ import Spool
 @main
 struct SweepBench {
     static func main() async throws {
-        // Only the figures on standard output: the requeued orphans' connection failures (their
-        // next hop is a closed port) are not the point.
+        // Only the figures on standard output. No route and no MX resolution: requeued orphans
+        // go to the held set when promoted, so what is measured is the sweep, not deliveries.
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = .critical
@@ -31,7 +31,6 @@ struct SweepBench {
             kafka: {brokers: ["127.0.0.1:9"]}
             redis: {address: "127.0.0.1:6379"}
             tenants: {acme: {}}
-            delivery: {default_next_hop: "127.0.0.1:9"}
             """, fileName: "sweep-bench.yaml")
         let spool = try Spool.open(directory: directory + "/spool")
         let events = try EventPublisher(producer: nil, topic: "events", directory: directory, maximumSize: 1 << 24, keep: 1)
