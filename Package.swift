@@ -170,7 +170,7 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
         ]),
-        .testTarget(name: "ReconciliationTests", dependencies: ["Reconciliation", "Events"]),
+        .testTarget(name: "ReconciliationTests", dependencies: ["Reconciliation", "Reconciler", "Events", "Kafka"]),
         .testTarget(name: "ThrottleTests", dependencies: ["Throttle", "Redis", "TestSupport"]),
         .testTarget(name: "NodeHTTPTests", dependencies: ["NodeHTTP", "TestSupport"]),
         .testTarget(name: "SMTPProtocolTests", dependencies: ["SMTPProtocol"]),

@@ -70,6 +70,17 @@ public struct ConsumedRecord: Sendable, Equatable {
     /// Milliseconds since the epoch, as the producer or broker stamped it.
     public var timestamp: Int64?
 
+    public init(topic: String, partition: Int32, offset: Int64, key: [UInt8]?, value: [UInt8], headers: [KafkaHeader] = [],
+                timestamp: Int64? = nil) {
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.key = key
+        self.value = value
+        self.headers = headers
+        self.timestamp = timestamp
+    }
+
     public var topicPartition: TopicPartition { TopicPartition(topic: topic, partition: partition) }
 
     /// All values of the headers named `name`, in order.

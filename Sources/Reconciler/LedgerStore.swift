@@ -6,7 +6,7 @@ import Reconciliation
 import Throttle
 
 /// The ledger and the events-topic positions it reflects, kept durably as one snapshot file
-/// (`ledger.json`, replaced atomically after an fsync). Events below a partition's position
+/// (`state.json`, replaced atomically after an fsync; the reports are `ledger.*`, apart). Events below a partition's position
 /// were applied already and are skipped when Kafka delivers them again.
 actor LedgerStore {
     struct Snapshot: Codable {
@@ -32,7 +32,7 @@ actor LedgerStore {
 
     init(directory: String, logger: Logger) throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        path = directory + "/ledger.json"
+        path = directory + "/state.json"
         self.logger = logger
         if let data = FileManager.default.contents(atPath: path) {
             do {

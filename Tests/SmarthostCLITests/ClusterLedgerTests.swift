@@ -24,10 +24,18 @@ struct ClusterLedgerTests {
                 \(tenantYAML)
 
                 """.write(toFile: config, atomically: true, encoding: .utf8)
+            return try start(config: config)
+        }
+
+        static func start(config: String) throws -> ReconcilerProcess {
             let process = try ManagedProcess(name: "smarthost reconciler", executable: SmarthostCLITests.binary,
-                                             arguments: ["reconciler", "--config", config], logPath: "\(directory)/reconciler.log")
+                                             arguments: ["reconciler", "--config", config],
+                                             logPath: "\(config).\(UUID().uuidString.prefix(4)).log")
             return ReconcilerProcess(process: process, config: config)
         }
+
+        /// Starts again on the same configuration and ledger directory.
+        func restart() throws -> ReconcilerProcess { try Self.start(config: config) }
 
         /// `smarthost ledger --now --format json`, parsed (nil while the reconciler is not listed yet).
         func ledger() async throws -> LedgerReport? {
@@ -41,7 +49,7 @@ struct ClusterLedgerTests {
         Set(try EndToEndDeliveryTests.sinkContents(directory).map(\.id))
     }
 
-    /// 20,000 messages; a delivery node killed (SIGKILL) and restarted mid-run. The ledger
+    /// 20,000 messages; a delivery node and the reconciler killed (SIGKILL) and restarted mid-run. The ledger
     /// balances (accepted = delivered + bounced + expired + deleted + queued) with nothing
     /// unaccounted. Then each node's consumer skips one record on purpose (a consumer that
     /// committed past it): the ledger names exactly the messages that never arrived.
@@ -72,7 +80,7 @@ struct ClusterLedgerTests {
                 """, redis: redis.address)
         }
         defer { for node in nodes { node.stop() } }
-        let reconciler = try ReconcilerProcess.start(broker: broker, redis: redis.address, tenantYAML: EndToEndDeliveryTests.tenantYAML)
+        var reconciler = try ReconcilerProcess.start(broker: broker, redis: redis.address, tenantYAML: EndToEndDeliveryTests.tenantYAML)
         defer { reconciler.process.stop() }
         try await waitForGreeting(ingress.process, port: ingressPort, greeting: "220 mx.test ")
 
@@ -84,6 +92,10 @@ struct ClusterLedgerTests {
         nodes[0].process.crash()
         let atKill = EndToEndDeliveryTests.fileCount(sinkDirectory)
         nodes[0] = try nodes[0].restart()
+        // The reconciler too, mid-run: its ledger is on disk, and what it had not saved is read again.
+        try await Task.sleep(for: .seconds(3))
+        reconciler.process.crash()
+        reconciler = try reconciler.restart()
         let source = try await sending.value
         #expect(source.status == 0 && source.errors.isEmpty, "smtp-source: \(source.output)\(source.errors)")
         let arrived = try await eventually(.seconds(300), every: .seconds(1)) { try Self.sinkIDs(sinkDirectory).count >= messages }
