@@ -31,6 +31,7 @@ extension QueueManager {
         let spooled = try await spool.pendingCount()
         let counts = queues.counts
         let queued = queues.queuedMessages
+        Gauge(label: "smarthost_queue_orphaned_messages").record(max(0, spooled - queued))
         return QueueView(node: settings.nodeID, scheduled: counts.scheduled, ready: counts.ready, inFlight: counts.inFlight,
                          held: counts.held, limbo: counts.limbo, queuedMessages: queued, spooledMessages: spooled,
                          orphanedMessages: max(0, spooled - queued))
@@ -54,6 +55,8 @@ extension QueueManager {
         let started = clock()
         var report = SweepReport(node: settings.nodeID, trigger: trigger, startedAt: Int64(started))
         var published: [MessageEvent] = []
+        // What a queue view would have said just before the repairs (also a metric).
+        _ = try? await view()
         await retryLimbo(&report, &published)
         let cutoff = started - min(started, UInt64(grace.milliseconds))
         var cursor: Int64? = 0
