@@ -55,12 +55,13 @@ public final class DeliveryNode: Service, Sendable {
     public func run() async throws {
         try await recover()
         await withGracefulShutdownHandler {
+            // Consuming ends the node's work (a graceful shutdown closes the consumer); the
+            // rest runs beside it until then.
             await withTaskGroup(of: Void.self) { group in
-                group.addTask { await self.consume() }
                 group.addTask { await self.pumpUntilCancelled() }
                 group.addTask { await self.sweepUntilCancelled() }
                 group.addTask { await self.events.relayOutbox(from: self.spool) }
-                await group.next()
+                await self.consume()
                 group.cancelAll()
             }
         } onGracefulShutdown: {

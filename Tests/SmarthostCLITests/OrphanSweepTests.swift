@@ -60,6 +60,8 @@ struct OrphanSweepTests {
         let smarthost = { (arguments: [String]) in try await runCommand(SmarthostCLITests.binary, arguments + ["--config", node.config]) }
         let suspend = try await smarthost(["adjustments", "set", "--action", "suspend", "--domain", "inbox.test", "--for", "10m", "--reason", "hold"])
         try #require(suspend.status == 0, "\(suspend.output)\(suspend.errors)")
+        let holding = try await eventually(.seconds(30)) { node.metric("smarthost_throttle_adjustments") == 1 }
+        try #require(holding, "the node sees the suspension before any mail arrives; log:\n\(node.process.logTail())")
 
         let total = 10_000
         for start in stride(from: 0, to: total, by: 2_000) {
