@@ -45,8 +45,10 @@ extension QueueManager {
         if let running = sweepInProgress { return await running.value }
         let task = Task { await self.sweepNow(trigger: trigger, grace: grace) }
         sweepInProgress = task
-        let report = await task.value
+        var report = await task.value
         sweepInProgress = nil
+        sweepTotals.add(report)
+        report.sinceStart = sweepTotals
         lastSweep = report
         return report
     }

@@ -87,6 +87,7 @@ public actor QueueManager {
     /// The sweep running now, which a second request joins, and the last one's report.
     var sweepInProgress: Task<SweepReport, Never>?
     public internal(set) var lastSweep: SweepReport?
+    var sweepTotals = SweepReport.Totals()
     private var connections: [SiteKey: Int] = [:]
     /// How each site with entries is reached (refreshed whenever a route is decided).
     private var targets: [Site: SiteTargets] = [:]

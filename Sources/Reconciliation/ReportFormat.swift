@@ -76,6 +76,12 @@ extension ReconcileReport {
                      "\($0.orphansFound)", "\($0.orphansRepaired)", "\($0.limboRetried)", "\($0.limboRepaired)", "\($0.malformedRows.count)"]
                 })
             for (node, error) in unanswered.sorted(by: { $0.key < $1.key }) { text += "NOT ANSWERING: \(node): \(error)\n" }
+            text += "\nsince each node started\n" + ReportFormat.table(
+                ["node", "sweeps", "orphans", "repaired", "limbo", "limbo repaired"],
+                sweeps.map {
+                    [$0.node, "\($0.sinceStart.sweeps)", "\($0.sinceStart.orphansFound)", "\($0.sinceStart.orphansRepaired)",
+                     "\($0.sinceStart.limboRetried)", "\($0.sinceStart.limboRepaired)"]
+                })
             for (title, dimension) in [("tenant", \OrphanRecord.tenant), ("domain", \.domain), ("age", \.ageBucket), ("reason", \.reason)] {
                 let rows = breakdown(dimension)
                 guard !rows.isEmpty else { continue }

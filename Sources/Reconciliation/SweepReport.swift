@@ -72,6 +72,27 @@ public struct SweepReport: Codable, Sendable, Equatable {
     public var errors: [String]
     /// Up to `listed` orphans (the counts above cover all of them).
     public var orphans: [OrphanRecord]
+    /// Every sweep of this node since it started, this one included: what the sweeps had to
+    /// repair over time, not only in the last one.
+    public var sinceStart: Totals
+
+    public struct Totals: Codable, Sendable, Equatable {
+        public var sweeps = 0
+        public var orphansFound = 0
+        public var orphansRepaired = 0
+        public var limboRetried = 0
+        public var limboRepaired = 0
+
+        public init() {}
+
+        public mutating func add(_ report: SweepReport) {
+            sweeps += 1
+            orphansFound += report.orphansFound
+            orphansRepaired += report.orphansRepaired
+            limboRetried += report.limboRetried
+            limboRepaired += report.limboRepaired
+        }
+    }
 
     public static let listed = 10_000
 
@@ -89,6 +110,7 @@ public struct SweepReport: Codable, Sendable, Equatable {
         malformedRows = []
         errors = []
         orphans = []
+        sinceStart = Totals()
     }
 
     public mutating func add(_ orphan: OrphanRecord, limbo: Bool) {

@@ -150,6 +150,10 @@ struct OrphanSweepTests {
         #expect(repairs.count == 300 && repairs.allSatisfy { $0.reason == "limbo: re-insert failed (injected fault)" }, "\(repairs.count)")
         #expect((node.metric("smarthost_reconcile_orphans_total", labels: #"kind="in-no-queue""#) ?? 0) == 0,
                 "no entry was ever in no queue: the design kept each one somewhere")
+        let report = try await runCommand(SmarthostCLITests.binary, ["reconcile", "report", "--format", "json", "--config", node.config])
+        let totals = try #require(try ReportFormat.decode(ReconcileReport.self, from: Array(report.output.utf8)).sweeps.first?.sinceStart)
+        #expect(totals.limboRetried == 300 && totals.limboRepaired == 300 && totals.orphansFound == 0 && totals.sweeps >= 1,
+                "the report shows what the sweeps repaired: \(totals)")
         let refused = try destination.records().filter { $0.event == "reply" && $0.reply?.hasPrefix("421") == true }.count
         print("KumoMTA reproduction: \(refused) connections refused, 300 re-inserts failed into limbo, all repaired by the sweep; \(total) of \(total) delivered without a restart")
     }
