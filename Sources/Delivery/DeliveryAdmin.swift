@@ -1,4 +1,3 @@
-import Foundation
 import NodeHTTP
 import QueueRecord
 import Reconciliation
@@ -26,12 +25,12 @@ public struct DeliveryAdmin: Sendable {
                 return .error(503, "the spool could not be read: \(error)")
             }
         case ("GET", "/admin/reconcile/report"):
-            guard let format = Self.format(request) else { return Self.badFormat(request) }
+            guard let format = ReportFormat(query: request.query) else { return .error(400, ReportFormat.refusal(request.query)) }
             let sweeps = await node.manager.lastSweep.map { [$0] } ?? []
             let report = ReconcileReport(generatedAt: Int64(MessageID.currentMilliseconds()), sweeps: sweeps)
             return AdminResponse(status: 200, contentType: format.contentType, body: report.rendered(as: format))
         case ("POST", "/admin/reconcile/sweep"):
-            guard let format = Self.format(request) else { return Self.badFormat(request) }
+            guard let format = ReportFormat(query: request.query) else { return .error(400, ReportFormat.refusal(request.query)) }
             let report = ReconcileReport(generatedAt: Int64(MessageID.currentMilliseconds()), sweeps: [await node.sweepNow(trigger: "request")])
             return AdminResponse(status: 200, contentType: format.contentType, body: report.rendered(as: format))
         case ("POST", "/admin/spool/lookup"):
@@ -43,20 +42,11 @@ public struct DeliveryAdmin: Sendable {
         }
     }
 
-    struct Lookup: Codable {
-        var ids: [String]
-    }
-
-    struct Held: Codable {
-        var node: String
-        var held: [String]
-    }
-
     /// Which of the given message ids this node's spool holds unfinished (the reconciler asks).
     private func lookup(_ body: [UInt8]) async -> AdminResponse {
-        let lookup: Lookup
+        let lookup: SpoolLookup
         do {
-            lookup = try JSONDecoder().decode(Lookup.self, from: Data(body))
+            lookup = try ReportFormat.decode(SpoolLookup.self, from: body)
         } catch {
             return .error(400, #"expected {"ids": ["<message id>", ...]}"#)
         }
@@ -70,7 +60,7 @@ public struct DeliveryAdmin: Sendable {
         }
         do {
             let held = try await node.manager.spool.pendingIDs(among: ids)
-            return .json(Held(node: node.manager.settings.nodeID, held: held.map(\.text)))
+            return .json(SpoolLookup.Answer(node: node.manager.settings.nodeID, held: held.map(\.text)))
         } catch {
             return .error(503, "the spool could not be read: \(error)")
         }
@@ -107,14 +97,6 @@ public struct DeliveryAdmin: Sendable {
         return .json(Armed(fault: name, count: count, ids: ids))
     }
 
-    static func format(_ request: AdminRequest) -> ReportFormat? {
-        guard let name = request.query["format"] else { return .json }
-        return ReportFormat(rawValue: name)
-    }
-
-    static func badFormat(_ request: AdminRequest) -> AdminResponse {
-        .error(400, "format must be json, table or csv, got \(request.query["format"] ?? "")")
-    }
 }
 
 extension AdminResponse {

@@ -326,7 +326,6 @@ public struct DeliveryQueues: Sendable {
         for parked in held.values {
             var entry = parked.entry
             entry.dueAt = now
-            unplace(entry.key)
             schedule(entry)
         }
         held.removeAll()

@@ -47,13 +47,8 @@ public final class EventPublisher: Sendable {
 
     public func publish(_ events: [MessageEvent]) {
         guard !events.isEmpty else { return }
-        var lines: [UInt8] = []
         let encoded = events.map(\.json)
-        for json in encoded {
-            lines += json
-            lines.append(10)
-        }
-        append(lines)
+        appendLines(encoded)
         guard let producer else { return }
         for (event, json) in zip(events, encoded) {
             inFlight.add(1, ordering: .relaxed)
@@ -83,9 +78,14 @@ public final class EventPublisher: Sendable {
     /// sends them to Kafka).
     public func logLocally(_ events: [MessageEvent]) {
         guard !events.isEmpty else { return }
+        appendLines(events.map(\.json))
+    }
+
+    /// One JSON event per line, in one write.
+    private func appendLines(_ encoded: [[UInt8]]) {
         var lines: [UInt8] = []
-        for event in events {
-            lines += event.json
+        for json in encoded {
+            lines += json
             lines.append(10)
         }
         append(lines)

@@ -18,11 +18,6 @@ struct OffsetTracker {
 
     private var partitions: [TopicPartition: PartitionState] = [:]
 
-    /// Records that `offset` of `partition` is now the caller's to handle. Offsets arrive in
-    /// increasing order per partition, as Kafka delivers them. Returns the offsets skipped
-    /// since the previous record of the partition, if any: the product's topics are neither
-    /// compacted nor transactional, so a skip means a record the broker did not show (a
-    /// commit past it would lose it), worth an alarm.
     /// The offsets between the previous record handed out of `partition` and `offset`, if
     /// any, without handing anything out.
     func gap(before offset: Int64, in partition: TopicPartition) -> Range<Int64>? {
@@ -30,10 +25,15 @@ struct OffsetTracker {
         return (last + 1)..<offset
     }
 
+    /// Records that `offset` of `partition` is now the caller's to handle. Offsets arrive in
+    /// increasing order per partition, as Kafka delivers them. Returns the offsets skipped
+    /// since the previous record of the partition, if any: the product's topics are neither
+    /// compacted nor transactional, so a skip means a record the broker did not show (a
+    /// commit past it would lose it), worth an alarm.
     @discardableResult
     mutating func handedOut(_ partition: TopicPartition, offset: Int64) -> Range<Int64>? {
+        let skipped = gap(before: offset, in: partition)
         var state = partitions[partition] ?? PartitionState(start: offset, nextCommit: offset, lastHandedOut: offset - 1)
-        let skipped = offset > state.lastHandedOut + 1 ? (state.lastHandedOut + 1)..<offset : nil
         state.outstanding.append(offset)
         state.lastHandedOut = offset
         partitions[partition] = state

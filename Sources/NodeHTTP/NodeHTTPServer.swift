@@ -5,7 +5,7 @@ import NIOPosix
 import Observability
 
 /// A request to the admin API (`/admin/...`), once its bearer token was checked.
-public struct AdminRequest: Sendable {
+public struct AdminRequest: Sendable, Equatable {
     public var method: String
     /// Without the query.
     public var path: String
@@ -67,14 +67,6 @@ public struct NodeEndpoints: Sendable {
     enum Decision: Equatable {
         case respond(HTTPResponseStatus, String, String)
         case admin(AdminRequest)
-
-        static func == (a: Decision, b: Decision) -> Bool {
-            switch (a, b) {
-            case let (.respond(s1, c1, b1), .respond(s2, c2, b2)): s1 == s2 && c1 == c2 && b1 == b2
-            case let (.admin(r1), .admin(r2)): r1.method == r2.method && r1.path == r2.path && r1.query == r2.query && r1.body == r2.body
-            default: false
-            }
-        }
     }
 
     func decide(method: HTTPMethod, uri: String, authorization: String?, body: [UInt8]) -> Decision {

@@ -142,19 +142,17 @@ public final class LedgerService: Service, Sendable {
         return report
     }
 
-    private struct Lookup: Codable { var ids: [String] }
-    private struct Held: Codable { var node: String; var held: [String] }
 
     private func ask(_ node: NodeAnnouncement, about ids: [String]) async throws -> [String] {
         var held: [String] = []
         for start in stride(from: 0, to: ids.count, by: 50_000) {
-            let body = try JSONEncoder().encode(Lookup(ids: Array(ids[start..<min(start + 50_000, ids.count)])))
+            let body = ReportFormat.json(SpoolLookup(ids: Array(ids[start..<min(start + 50_000, ids.count)])))
             let (status, answer) = try await AdminClient.request(node.admin, method: "POST", path: "/admin/spool/lookup",
-                                                                 token: settings.adminToken, body: Array(body), timeout: .seconds(30))
+                                                                 token: settings.adminToken, body: Array(body.utf8), timeout: .seconds(30))
             guard status == 200 else {
                 throw AdminClient.Failure(description: "\(node.admin) answered \(status): \(String(decoding: answer.prefix(200), as: UTF8.self))")
             }
-            held += try JSONDecoder().decode(Held.self, from: Data(answer)).held
+            held += try ReportFormat.decode(SpoolLookup.Answer.self, from: answer).held
         }
         return held
     }

@@ -136,3 +136,36 @@ extension LedgerReport {
         }
     }
 }
+
+extension ReportFormat {
+    /// The `format` of an admin request's query: JSON when there is none, nil when it names
+    /// no format (`refusal` says so).
+    public init?(query: [String: String]) {
+        self.init(rawValue: query["format"] ?? ReportFormat.json.rawValue)
+    }
+
+    public static func refusal(_ query: [String: String]) -> String {
+        "format must be json, table or csv, got \(query["format"] ?? "")"
+    }
+}
+
+/// What the reconciler asks a delivery node (`POST /admin/spool/lookup`) and its answer.
+public struct SpoolLookup: Codable, Sendable, Equatable {
+    /// Message ids.
+    public var ids: [String]
+
+    public init(ids: [String]) {
+        self.ids = ids
+    }
+
+    public struct Answer: Codable, Sendable, Equatable {
+        public var node: String
+        /// Those of the ids the node's spool holds unfinished.
+        public var held: [String]
+
+        public init(node: String, held: [String]) {
+            self.node = node
+            self.held = held
+        }
+    }
+}

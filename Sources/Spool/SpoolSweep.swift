@@ -77,12 +77,11 @@ extension Spool {
     private func select<T: Sendable>(_ columns: String, of ids: [MessageID], _ verb: String,
                                      _ decode: @escaping @Sendable (Row) throws(SpoolError) -> T?) async throws(SpoolError) -> [T] {
         var found: [T] = []
-        for start in stride(from: 0, to: ids.count, by: Self.idsPerStatement) {
-            let chunk = ids[start..<min(start + Self.idsPerStatement, ids.count)]
+        for chunk in Self.statementChunks(ids) {
             found += try await read("\(verb) \(chunk.count) messages") { db throws(SpoolError) in
                 var rows: [T] = []
-                let marks = Array(repeating: "?", count: chunk.count).joined(separator: ",")
-                try db.query("SELECT \(columns) FROM message WHERE id IN (\(marks))", chunk.map { .text($0.text) }) { row throws(SpoolError) in
+                try db.query("SELECT \(columns) FROM message WHERE id IN (\(Self.placeholders(chunk.count)))",
+                             chunk.map { .text($0.text) }) { row throws(SpoolError) in
                     if let value = try decode(row) { rows.append(value) }
                     return true
                 }
@@ -98,6 +97,14 @@ extension Spool {
     }
 
     static let idsPerStatement = 500
+
+    /// `values` in slices of at most `idsPerStatement`, one SQL statement each.
+    static func statementChunks<T>(_ values: [T]) -> [ArraySlice<T>] {
+        stride(from: 0, to: values.count, by: idsPerStatement).map { values[$0..<min($0 + idsPerStatement, values.count)] }
+    }
+
+    /// `?,?,…`: the parameters of an `IN (…)` list.
+    static func placeholders(_ count: Int) -> String { Array(repeating: "?", count: count).joined(separator: ",") }
 }
 
 /// An event kept in the spool's outbox until Kafka has it: its record key and JSON value.
@@ -128,10 +135,8 @@ extension Spool {
     public func removeFromOutbox(_ seqs: [Int64]) async throws(SpoolError) {
         guard !seqs.isEmpty else { return }
         try await write("empty the outbox") { db throws(SpoolError) in
-            for start in stride(from: 0, to: seqs.count, by: Self.idsPerStatement) {
-                let chunk = seqs[start..<min(start + Self.idsPerStatement, seqs.count)]
-                try db.run("DELETE FROM outbox WHERE seq IN (\(Array(repeating: "?", count: chunk.count).joined(separator: ",")))",
-                           chunk.map { .int($0) })
+            for chunk in Self.statementChunks(seqs) {
+                try db.run("DELETE FROM outbox WHERE seq IN (\(Self.placeholders(chunk.count)))", chunk.map { .int($0) })
             }
         }
     }

@@ -63,9 +63,7 @@ struct ReconcilerCommand: AsyncParsableCommand {
         case ("POST", "/admin/ledger/check"): check = true
         default: return nil
         }
-        guard let format = ReportFormat(rawValue: request.query["format"] ?? "json") else {
-            return .error(400, "format must be json, table or csv, got \(request.query["format"] ?? "")")
-        }
+        guard let format = ReportFormat(query: request.query) else { return .error(400, ReportFormat.refusal(request.query)) }
         let report = check ? await service.check() : await service.lastReport()
         guard let report else { return .error(503, "no ledger check yet; POST /admin/ledger/check runs one now") }
         return AdminResponse(status: 200, contentType: format.contentType, body: report.rendered(as: format))
