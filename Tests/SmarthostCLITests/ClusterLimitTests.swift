@@ -79,16 +79,7 @@ struct ClusterLimitTests {
     }
 
     static func nodeYAML(_ port: Int, limits: String) -> String {
-        """
-        traffic_classes:
-          fast: {first_retry: 1s, retry_multiplier: 1, max_retry_interval: 1s, expiry: 1h}
-        tenants:
-          acme: {trusted_networks: [127.0.0.0/8]}
-        routes:
-          - {domain: inbox.test, next_hop: "127.0.0.1:\(port)"}
-        delivery: {command_timeout: 30s, max_messages_per_connection: 1000}
-        \(limits)
-        """
+        inboxTestYAML(destination: port, delivery: "command_timeout: 30s, max_messages_per_connection: 1000", more: limits)
     }
 
     /// 5,000 messages, 3 nodes, `inbox.test` limited to 5 connections and 600 messages a minute

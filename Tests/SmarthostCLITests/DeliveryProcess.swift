@@ -102,6 +102,22 @@ struct DeliveryProcess {
 }
 
 /// Puts messages into a tenant's topic as an ingress node would.
+/// What follows the node, kafka and redis sections for a node that delivers tenant `acme`'s
+/// mail for `inbox.test` to a test destination on `port`, retrying every second (class `fast`):
+/// `delivery` is the inside of the delivery section, `more` any further sections.
+func inboxTestYAML(destination port: Int, delivery: String, more: String) -> String {
+    """
+    traffic_classes:
+      fast: {first_retry: 1s, retry_multiplier: 1, max_retry_interval: 1s, expiry: 1h}
+    tenants:
+      acme: {trusted_networks: [127.0.0.0/8]}
+    routes:
+      - {domain: inbox.test, next_hop: "127.0.0.1:\(port)"}
+    delivery: {\(delivery)}
+    \(more)
+    """
+}
+
 func enqueue(_ messages: [AcceptedMessage], broker: TansuBroker, topicPrefix: String = "smarthost") async throws {
     let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(bootstrapServers: [broker.bootstrap]))
     try await withThrowingTaskGroup(of: Void.self) { group in

@@ -25,17 +25,44 @@ struct OrphanSweepTests {
     }
 
     static func nodeYAML(_ port: Int, sweepEvery: String, faults: Bool = true) -> String {
-        """
-        traffic_classes:
-          fast: {first_retry: 1s, retry_multiplier: 1, max_retry_interval: 1s, expiry: 1h}
-        tenants:
-          acme: {trusted_networks: [127.0.0.0/8]}
-        routes:
-          - {domain: inbox.test, next_hop: "127.0.0.1:\(port)"}
-        delivery: {command_timeout: 30s, max_connections_per_site: 4}
-        reconciliation: {sweep_every: \(sweepEvery), orphan_grace: 1s}
-        testing: {fault_injection: \(faults)}
-        """
+        inboxTestYAML(destination: port, delivery: "command_timeout: 30s, max_connections_per_site: 4", more: """
+            reconciliation: {sweep_every: \(sweepEvery), orphan_grace: 1s}
+            testing: {fault_injection: \(faults)}
+            """)
+    }
+
+    /// Tansu with the tenant topics, Redis, a recording destination and one delivery node with
+    /// fault injection, routed to it.
+    struct Rig {
+        let broker: TansuBroker
+        let redis: RedisServer
+        let destination: ScriptedSMTPServer
+        var node: DeliveryProcess
+
+        static func start(_ name: String, sweepEvery: String, destinationScript: String = #"{"rules": []}"#) async throws -> Rig {
+            let broker = try await TansuBroker.start()
+            var started: [() -> Void] = [broker.stop]
+            do {
+                try await DeliveryNodeTests.createTopics(broker)
+                let redis = try await RedisServer.start()
+                started.append(redis.stop)
+                let destination = try await ScriptedSMTPServer.start(script: destinationScript)
+                started.append(destination.stop)
+                let node = try DeliveryProcess.start(broker: broker, name: name, yaml: OrphanSweepTests.nodeYAML(destination.port, sweepEvery: sweepEvery),
+                                                     redis: redis.address)
+                return Rig(broker: broker, redis: redis, destination: destination, node: node)
+            } catch {
+                for stop in started.reversed() { stop() }
+                throw error
+            }
+        }
+
+        func stop() {
+            node.stop()
+            destination.stop()
+            redis.stop()
+            broker.stop()
+        }
     }
 
     static func view(_ node: DeliveryProcess) async throws -> View {
@@ -47,16 +74,9 @@ struct OrphanSweepTests {
     /// orphans, not as queued; the sweep finds exactly those, the report names them and why;
     /// once the destination is released every message arrives exactly once.
     @Test func theSweepFindsExactlyTheDroppedEntriesAndTheyAreDelivered() async throws {
-        let broker = try await TansuBroker.start()
-        defer { broker.stop() }
-        try await DeliveryNodeTests.createTopics(broker)
-        let redis = try await RedisServer.start()
-        defer { redis.stop() }
-        let destination = try await ScriptedSMTPServer.start()
-        defer { destination.stop() }
-        let node = try DeliveryProcess.start(broker: broker, name: "sweep-1", yaml: Self.nodeYAML(destination.port, sweepEvery: "1h"),
-                                             redis: redis.address)
-        defer { node.stop() }
+        let rig = try await Rig.start("sweep-1", sweepEvery: "1h")
+        defer { rig.stop() }
+        let (broker, destination, node) = (rig.broker, rig.destination, rig.node)
         let smarthost = { (arguments: [String]) in try await runCommand(SmarthostCLITests.binary, arguments + ["--config", node.config]) }
         let suspend = try await smarthost(["adjustments", "set", "--action", "suspend", "--domain", "inbox.test", "--for", "10m", "--reason", "hold"])
         try #require(suspend.status == 0, "\(suspend.output)\(suspend.errors)")
@@ -118,16 +138,10 @@ struct OrphanSweepTests {
     /// delivered without a restart; the events and metrics show what the sweep repaired
     /// (limbo entries, each with its error) and that nothing was ever in no queue.
     @Test func theKumoMTAStuckInSpoolThreadEndsWithEveryMessageDelivered() async throws {
-        let broker = try await TansuBroker.start()
-        defer { broker.stop() }
-        try await DeliveryNodeTests.createTopics(broker)
-        let redis = try await RedisServer.start()
-        defer { redis.stop() }
-        let destination = try await ScriptedSMTPServer.start(script: #"{"rules": [{"when": "connect", "reply": "421 4.4.5 Server busy, try again later"}]}"#)
-        defer { destination.stop() }
-        let node = try DeliveryProcess.start(broker: broker, name: "kumo-1", yaml: Self.nodeYAML(destination.port, sweepEvery: "3s"),
-                                             redis: redis.address)
-        defer { node.stop() }
+        let rig = try await Rig.start("kumo-1", sweepEvery: "3s",
+                                      destinationScript: #"{"rules": [{"when": "connect", "reply": "421 4.4.5 Server busy, try again later"}]}"#)
+        defer { rig.stop() }
+        let (broker, destination, node) = (rig.broker, rig.destination, rig.node)
         let armed = try ReportFormat.decode(Armed.self, from: try await node.admin("POST", "/admin/faults/fail-reinserts?count=300"))
         #expect(armed.count == 300)
 
@@ -162,26 +176,19 @@ struct OrphanSweepTests {
     /// offsets were not committed, so the restarted node reads the batch again: nothing lost,
     /// nothing twice.
     @Test func aCrashBetweenConsumingAndSpoolingLosesNothing() async throws {
-        let broker = try await TansuBroker.start()
-        defer { broker.stop() }
-        try await DeliveryNodeTests.createTopics(broker)
-        let redis = try await RedisServer.start()
-        defer { redis.stop() }
-        let destination = try await ScriptedSMTPServer.start()
-        defer { destination.stop() }
-        var node = try DeliveryProcess.start(broker: broker, name: "crash-1", yaml: Self.nodeYAML(destination.port, sweepEvery: "1h"),
-                                             redis: redis.address)
-        defer { node.stop() }
-        _ = try await node.admin("POST", "/admin/faults/crash-before-spool")
+        var rig = try await Rig.start("crash-1", sweepEvery: "1h")
+        defer { rig.stop() }
+        let (broker, destination) = (rig.broker, rig.destination)
+        _ = try await rig.node.admin("POST", "/admin/faults/crash-before-spool")
         let total = 300
         try await enqueue((0..<total).map { testMessage(to: ["user\($0)@inbox.test"]) }, broker: broker)
-        let status = try await node.process.exitCode(within: .seconds(60))
-        #expect(status == 70, "the node exited on the injected fault; log:\n\(node.process.logTail())")
+        let status = try await rig.node.process.exitCode(within: .seconds(60))
+        #expect(status == 70, "the node exited on the injected fault; log:\n\(rig.node.process.logTail())")
         #expect(try destination.messages().isEmpty, "nothing was spooled, so nothing was sent")
-        node = try node.restart()
+        rig.node = try rig.node.restart()
         let delivered = try await eventually(.seconds(120), every: .milliseconds(500)) { try destination.messages().count >= total }
         let recipients = try destination.messages().flatMap { $0.recipients ?? [] }
-        #expect(delivered && recipients.count == total && Set(recipients).count == total, "\(recipients.count) of \(total); log:\n\(node.process.logTail())")
+        #expect(delivered && recipients.count == total && Set(recipients).count == total, "\(recipients.count) of \(total); log:\n\(rig.node.process.logTail())")
     }
 
     /// Hostile and malformed admin requests get a precise 4xx and change nothing; the faults
