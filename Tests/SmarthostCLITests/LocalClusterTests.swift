@@ -3,13 +3,33 @@ import Testing
 import TestSupport
 
 /// `cluster/up` as an operator runs it (with the tests' debug binary instead of a release
-/// build): mail sent to the printed address arrives at the sink, one file per message.
+/// build): mail sent to the printed address arrives at the sink, one file per message, and
+/// `cluster/status` lists every process it started as running, until one dies.
 @Suite(.serialized, .timeLimit(.minutes(5)))
 struct LocalClusterTests {
     struct Endpoints: Decodable {
+        struct Node: Decodable {
+            var id: String
+            var pid: Int32
+        }
         var smtp: String
         var sink_dir: String
         var mx_sink_dirs: [String: String]
+        var nodes: [Node]
+        var processes: [String: Int32]
+    }
+
+    /// What `cluster/status --json` says.
+    struct Status: Decodable {
+        struct Process: Decodable {
+            var name: String
+            var pid: Int32?
+            var state: String
+            var ready: Bool?
+        }
+        var smtp: String?
+        var processes: [Process]
+        var dead: [String]
     }
 
     @Test func mailSentToTheClusterArrivesAtTheSink() async throws {
@@ -36,7 +56,7 @@ struct LocalClusterTests {
                 "SMARTHOST_SMTP_PORT=\(try Loopback.freePort())", "SMARTHOST_INGRESS_BASE_PORT=\(try Loopback.freePort())",
                 "SMARTHOST_ADMIN_BASE_PORT=\(try Loopback.freePort())", "SMARTHOST_DELIVERY_ADMIN_BASE_PORT=\(try Loopback.freePort())",
                 "SMARTHOST_SINK_PORT=\(try Loopback.freePort())", "SMARTHOST_DNS_PORT=\(try Loopback.freePort())",
-            ]
+            ] + (FileManager.default.isExecutableFile(atPath: ctlBinary) ? ["SMARTHOST_CTL_BINARY=\(ctlBinary)"] : [])
             let up = try ManagedProcess(name: "cluster/up", executable: "/usr/bin/env",
                                         arguments: environment + ["\(repositoryRoot)/cluster/up", "--ingress", "1", "--delivery", "1"],
                                         logPath: "\(run).up.log")
@@ -51,6 +71,9 @@ struct LocalClusterTests {
         }
         throw ClusterError(description: "cluster/up found a port taken three times:\n\(output)")
     }
+
+    /// The operator CLI of the same debug build, passed to cluster/up once it is built.
+    static let ctlBinary = "\(repositoryRoot)/.build/debug/smarthostctl"
 
     struct ClusterError: Error, CustomStringConvertible {
         let description: String
@@ -103,5 +126,48 @@ struct LocalClusterTests {
             endpoints.mx_sink_dirs.values.flatMap { sinkFiles($0) }.count == 1
         }
         #expect(viaMX, "MX sinks: \(endpoints.mx_sink_dirs.values.map { sinkFiles($0) })")
+
+        try await checkStatus(run: run, endpoints: endpoints)
+    }
+
+    /// cluster/status, in the same run directory: every process of endpoints.json is running and
+    /// every node ready (exit 0); after the sink is killed it is named dead (exit 1).
+    func checkStatus(run: String, endpoints: Endpoints) async throws {
+        func status(_ arguments: String...) async throws -> CommandResult {
+            try await runCommand("/usr/bin/env", ["SMARTHOST_RUN_DIR=\(run)", "\(repositoryRoot)/cluster/status"] + arguments)
+        }
+        let recorded = endpoints.processes.merging(endpoints.nodes.map { ($0.id, $0.pid) }) { first, _ in first }
+
+        let text = try await status()
+        #expect(text.status == 0, "cluster/status: \(text.output)\(text.errors)")
+        #expect(text.output.contains("smtp: \(endpoints.smtp)"), "\(text.output)")
+        #expect(text.output.contains("all \(recorded.count) processes running"), "\(text.output)")
+        let json = try await status("--json")
+        #expect(json.status == 0, "cluster/status --json: \(json.output)\(json.errors)")
+        let listed = try JSONDecoder().decode(Status.self, from: Data(json.output.utf8))
+        #expect(listed.smtp == endpoints.smtp)
+        #expect(listed.dead.isEmpty)
+        for (name, pid) in recorded {
+            let process = listed.processes.first { $0.name == name }
+            #expect(process?.state == "running" && process?.pid == pid, "\(name) (pid \(pid)) in \(json.output)")
+        }
+        for node in endpoints.nodes {
+            #expect(listed.processes.first { $0.name == node.id }?.ready == true, "\(node.id) /ready in \(json.output)")
+        }
+
+        let sink = try #require(endpoints.processes["sink"])
+        #expect(kill(sink, SIGKILL) == 0)
+        var afterKill = try await status("--json")
+        for _ in 0..<50 where afterKill.status == 0 {  // until the kernel has taken it down
+            try await Task.sleep(for: .milliseconds(100))
+            afterKill = try await status("--json")
+        }
+        #expect(afterKill.status == 1, "cluster/status after the sink was killed: \(afterKill.output)\(afterKill.errors)")
+        let dead = try JSONDecoder().decode(Status.self, from: Data(afterKill.output.utf8))
+        #expect(dead.dead == ["sink"], "\(afterKill.output)")
+        #expect(dead.processes.filter { $0.state == "running" }.count == recorded.count - 1, "\(afterKill.output)")
+        let deadText = try await status()
+        #expect(deadText.status == 1)
+        #expect(deadText.output.contains("1 of \(recorded.count) processes dead: sink"), "\(deadText.output)")
     }
 }
