@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "smarthost", targets: ["smarthost"]),
+        .executable(name: "smarthostctl", targets: ["smarthostctl"]),
         .executable(name: "sweep-bench", targets: ["SweepBench"]),
     ],
     dependencies: [
@@ -72,7 +73,7 @@ let package = Package(
         ]),
         // The delivery node: queues, egress pools, routes, connections, outcomes and retries.
         .target(name: "Delivery", dependencies: [
-            "DNS", "DSN", "Events", "Kafka", "NodeHTTP", "QueueRecord", "Reconciliation", "SMTPClient", "SMTPProtocol", "SmarthostConfig", "Spool", "Throttle",
+            "DNS", "DSN", "Events", "Kafka", "NodeHTTP", "Operations", "QueueRecord", "Reconciliation", "SMTPClient", "SMTPProtocol", "SmarthostConfig", "Spool", "Throttle",
             .product(name: "DequeModule", package: "swift-collections"),
             .product(name: "HeapModule", package: "swift-collections"),
             .product(name: "Logging", package: "swift-log"),
@@ -86,6 +87,9 @@ let package = Package(
         .target(name: "Events"),
         // Orphan sweep reports and the cluster ledger as pure state, and their JSON/table/CSV forms.
         .target(name: "Reconciliation", dependencies: ["Events"]),
+        // The operator's view of the queues as pure state: filters, summaries, listings and the
+        // cluster-wide merge, the diagnosis rules, and their tables (the admin API's wire types).
+        .target(name: "Operations", dependencies: ["Reconciliation"]),
         // The reconciler process: the events topic into a durable ledger, checked against the spools.
         .target(name: "Reconciler", dependencies: [
             "Events", "Kafka", "NodeHTTP", "Reconciliation", "Throttle",
@@ -136,8 +140,18 @@ let package = Package(
             "Delivery", "QueueRecord", "Reconciliation", "SMTPProtocol", "SmarthostConfig", "Spool",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // What both command-line tools share: the --config option, errors, JSON output.
+        .target(name: "CommandSupport", dependencies: [
+            "SmarthostConfig",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        // The operator's tool: every node of a running cluster through its admin API, merged.
+        .executableTarget(name: "smarthostctl", dependencies: [
+            "CommandSupport", "NodeHTTP", "Operations", "Reconciliation", "Redis", "SmarthostConfig", "Throttle",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
         .executableTarget(name: "smarthost", dependencies: [
-            "Credentials", "Delivery", "DNS", "QueueRecord", "Kafka", "Spool", "Redis", "SmarthostConfig", "Observability", "Ingress", "NodeHTTP",
+            "CommandSupport", "Credentials", "Delivery", "DNS", "QueueRecord", "Kafka", "Spool", "Redis", "SmarthostConfig", "Observability", "Ingress", "NodeHTTP",
             "Reconciler", "Reconciliation",
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Prometheus", package: "swift-prometheus"),
@@ -170,6 +184,7 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
         ]),
+        .testTarget(name: "OperationsTests", dependencies: ["Operations"]),
         .testTarget(name: "ReconciliationTests", dependencies: ["Reconciliation", "Reconciler", "Events", "Kafka"]),
         .testTarget(name: "ThrottleTests", dependencies: ["Throttle", "Redis", "TestSupport"]),
         .testTarget(name: "NodeHTTPTests", dependencies: ["NodeHTTP", "TestSupport"]),

@@ -1,4 +1,5 @@
 import NodeHTTP
+import Operations
 import QueueRecord
 import Reconciliation
 
@@ -24,6 +25,34 @@ public struct DeliveryAdmin: Sendable {
             } catch {
                 return .error(503, "the spool could not be read: \(error)")
             }
+        case ("GET", "/admin/queue/summary"):
+            do {
+                return .json(try await node.manager.summary(try QueueFilter(query: request.query)))
+            } catch let error as QueueRequestError {
+                return .error(400, error.description)
+            } catch {
+                return .error(503, "the spool could not be read: \(error)")
+            }
+        case ("GET", "/admin/queue/messages"):
+            do {
+                let filter = try QueueFilter(query: request.query, extra: ["limit"])
+                let limit = try Self.listLimit(request.query["limit"])
+                return .json(await node.manager.listing(filter, limit: limit))
+            } catch {
+                return .error(400, error.description)
+            }
+        case ("POST", "/admin/queue/retry"):
+            do {
+                return .json(await node.manager.retry(try QueueActionRequest.parse(request.body, deleting: false)))
+            } catch {
+                return .error(400, error.description)
+            }
+        case ("POST", "/admin/queue/delete"):
+            do {
+                return .json(await node.manager.delete(try QueueActionRequest.parse(request.body, deleting: true)))
+            } catch {
+                return .error(400, error.description)
+            }
         case ("GET", "/admin/reconcile/report"):
             guard let format = ReportFormat(query: request.query) else { return .error(400, ReportFormat.refusal(request.query)) }
             let sweeps = await node.manager.lastSweep.map { [$0] } ?? []
@@ -40,6 +69,15 @@ public struct DeliveryAdmin: Sendable {
         default:
             return nil
         }
+    }
+
+    /// `limit` of a queue listing: 1 to 100,000, 100 when not given.
+    static func listLimit(_ text: String?) throws(QueueRequestError) -> Int {
+        guard let text else { return 100 }
+        guard let limit = Int(text), (1...QueueActionRequest.maximumLimit).contains(limit) else {
+            throw QueueRequestError("limit must be from 1 to \(QueueActionRequest.maximumLimit), got \(text.prefix(40))")
+        }
+        return limit
     }
 
     /// Which of the given message ids this node's spool holds unfinished (the reconciler asks).

@@ -29,6 +29,8 @@ public struct DeliveryQueues: Sendable {
         public var inFlight = 0
         public var held = 0
         public var limbo = 0
+        /// Scheduled entries that have been attempted (waiting for a retry).
+        public var deferred = 0
         public var scheduledQueues = 0
         public var readyQueues = 0
 
@@ -140,6 +142,7 @@ public struct DeliveryQueues: Sendable {
         if scheduled[entry.queue] == nil { counts.scheduledQueues += 1 }
         scheduled[entry.queue, default: ScheduledQueue()].lanes[entry.lane.index].insert(Scheduled(entry: entry, sequence: sequence))
         counts.scheduled += 1
+        if entry.attempts > 0 { counts.deferred += 1 }
         place(entry.key, .scheduled)
     }
 
@@ -182,9 +185,7 @@ public struct DeliveryQueues: Sendable {
                         place(head.entry.key, .held)
                     case .fail(let reply):
                         popScheduled(name, lane)
-                        inFlight[head.entry.key] = head.entry
-                        counts.inFlight += 1
-                        place(head.entry.key, .inFlight)
+                        fly(head.entry)
                         promotion.failed.append((head.entry, reply))
                     case .deliver(let site):
                         let key = SiteKey(pool: head.entry.pool, site: site)
@@ -200,12 +201,87 @@ public struct DeliveryQueues: Sendable {
     }
 
     private mutating func popScheduled(_ name: ScheduledQueueName, _ lane: AcceptedMessage.Lane) {
-        _ = scheduled[name]?.lanes[lane.index].removeMin()
+        guard let removed = scheduled[name]?.lanes[lane.index].removeMin() else { return }
+        unscheduled(removed.entry)
+        dropIfEmpty(name)
+    }
+
+    private mutating func unscheduled(_ entry: QueueEntry) {
         counts.scheduled -= 1
+        if entry.attempts > 0 { counts.deferred -= 1 }
+    }
+
+    private mutating func dropIfEmpty(_ name: ScheduledQueueName) {
         if scheduled[name]?.isEmpty == true {
             scheduled[name] = nil
             counts.scheduledQueues -= 1
         }
+    }
+
+    private mutating func fly(_ entry: QueueEntry) {
+        inFlight[entry.key] = entry
+        counts.inFlight += 1
+        place(entry.key, .inFlight)
+    }
+
+    /// Takes up to `limit` entries that `selected` picks out of the scheduled queues, the ready
+    /// queues and the held set into flight, for an operator's retry or delete: the caller
+    /// records what becomes of each and lands it. Entries in flight or in limbo stay where
+    /// they are (their outcome is being recorded).
+    public mutating func takeMatching(limit: Int, _ selected: (QueueEntry, EntryState) -> Bool) -> [QueueEntry] {
+        var taken: [QueueEntry] = []
+        for name in Array(scheduled.keys) where taken.count < limit {
+            for lane in AcceptedMessage.Lane.allCases where taken.count < limit {
+                guard let heap = scheduled[name]?.lanes[lane.index] else { continue }
+                var kept: [Scheduled] = []
+                var changed = false
+                for item in heap.unordered {
+                    if taken.count < limit && selected(item.entry, .scheduled) {
+                        taken.append(item.entry)
+                        unscheduled(item.entry)
+                        fly(item.entry)
+                        changed = true
+                    } else {
+                        kept.append(item)
+                    }
+                }
+                if changed { scheduled[name]!.lanes[lane.index] = Heap(kept) }
+            }
+            dropIfEmpty(name)
+        }
+        for site in Array(ready.keys) where taken.count < limit {
+            guard var queue = ready[site] else { continue }
+            var changed = false
+            for index in queue.lanes.indices {
+                var kept = Deque<QueueEntry>()
+                for entry in queue.lanes[index] {
+                    if taken.count < limit && selected(entry, .ready) {
+                        taken.append(entry)
+                        queue.count -= 1
+                        counts.ready -= 1
+                        fly(entry)
+                        changed = true
+                    } else {
+                        kept.append(entry)
+                    }
+                }
+                queue.lanes[index] = kept
+            }
+            guard changed else { continue }
+            if queue.count == 0 {
+                ready[site] = nil
+                counts.readyQueues -= 1
+            } else {
+                ready[site] = queue
+            }
+        }
+        for (key, parked) in held where taken.count < limit && selected(parked.entry, .held) {
+            held[key] = nil
+            counts.held -= 1
+            taken.append(parked.entry)
+            fly(parked.entry)
+        }
+        return taken
     }
 
     /// Ready queues with entries waiting, and how many.
@@ -221,9 +297,7 @@ public struct DeliveryQueues: Sendable {
             counts.readyQueues -= 1
         }
         counts.ready -= 1
-        inFlight[entry.key] = entry
-        counts.inFlight += 1
-        place(entry.key, .inFlight)
+        fly(entry)
         return entry
     }
 

@@ -24,6 +24,10 @@ public struct QueueEntry: Sendable, Equatable {
     public var attempts: Int
     /// Milliseconds since the epoch; the entry waits in its scheduled queue until then.
     public var dueAt: UInt64
+    /// What the destination (or this node, for a connection or DNS failure) last answered
+    /// about these recipients, and when (ms); nil before the first attempt since the node started.
+    public var lastResponse: String?
+    public var lastResponseAt: UInt64?
 
     public var key: Key { Key(id: id, domain: domain) }
     public var queue: ScheduledQueueName { ScheduledQueueName(tenant: tenant, job: job, domain: domain) }
@@ -37,7 +41,7 @@ public struct QueueEntry: Sendable, Equatable {
 
     public init(id: MessageID, tenant: String, job: String?, domain: String, sender: Mailbox?, recipients: [Mailbox],
                 pool: String, lane: AcceptedMessage.Lane, trafficClass: String, size: Int, eightBit: Bool, smtputf8: Bool,
-                receivedAt: UInt64, attempts: Int, dueAt: UInt64) {
+                receivedAt: UInt64, attempts: Int, dueAt: UInt64, lastResponse: String? = nil, lastResponseAt: UInt64? = nil) {
         self.id = id
         self.tenant = tenant
         self.job = job
@@ -53,6 +57,8 @@ public struct QueueEntry: Sendable, Equatable {
         self.receivedAt = receivedAt
         self.attempts = attempts
         self.dueAt = dueAt
+        self.lastResponse = lastResponse
+        self.lastResponseAt = lastResponseAt
     }
 }
 

@@ -3,6 +3,7 @@ import DSN
 import Events
 import Logging
 import Metrics
+import Operations
 import QueueRecord
 import Reconciliation
 import SMTPClient
@@ -78,7 +79,7 @@ public actor QueueManager {
     var queues: DeliveryQueues
     let spool: Spool
     let events: EventPublisher
-    private let staticRoutes: StaticRoutes
+    let staticRoutes: StaticRoutes
     private let mailRouter: (any MailRouter)?
     let clock: @Sendable () -> UInt64
     let logger: Logger
@@ -92,27 +93,33 @@ public actor QueueManager {
     /// How each site with entries is reached (refreshed whenever a route is decided).
     private var targets: [Site: SiteTargets] = [:]
     /// MX answers by domain, reused until their TTL ends; domains being resolved.
-    private var mailRoutes: [String: MailRoute] = [:]
+    var mailRoutes: [String: MailRoute] = [:]
     private var resolving: Set<String> = []
     /// Sites whose connections failed: not tried again before `until`. Only the entries
     /// waiting when a connection failed get a TransientFailure; the rest wait, unattempted,
     /// in their scheduled queues (PowerMTA's backoff mode), so an unreachable destination
     /// does not cost an attempt per message per retry.
-    private var backoff: [SiteKey: (until: UInt64, interval: UInt64)] = [:]
+    var backoff: [SiteKey: (until: UInt64, interval: UInt64)] = [:]
     /// Sites a response rule suspended (rate limited, reputation): no connection before `until`.
-    private var suspended: [SiteKey: (until: UInt64, rule: String)] = [:]
+    var suspended: [SiteKey: (until: UInt64, rule: String)] = [:]
     private var stopping = false
     private var random = SystemRandomNumberGenerator()
     /// Cluster-wide limits, suspensions and shaping (nil: this node's own limits only).
-    private let throttle: ClusterThrottle?
+    let throttle: ClusterThrottle?
     private var shaping: [(rule: SmarthostConfiguration.ShapingRule, matcher: ReplyMatcher)]
     /// The domains routed to each site, for connection limits that select a domain.
-    private var siteDomains: [Site: Set<String>] = [:]
+    var siteDomains: [Site: Set<String>] = [:]
     /// Sites whose connection leases are being asked for, and when to ask again after a refusal.
     private var acquiring: Set<SiteKey> = []
     private var leaseRetry: [SiteKey: (at: UInt64, interval: UInt64)] = [:]
     /// The throttle generation whose suspensions the ready queues reflect.
     private var appliedGeneration = 0
+    /// Attempts of the last minutes, per tenant, domain and pool (for `diagnose`).
+    var activity = RecentActivity()
+    /// Deferred entries, sampled every `sampleInterval` over the activity window.
+    var deferredSamples: [DeferredSample] = []
+    /// Tenants and domains whose depth gauges were last set (set to 0 when they empty).
+    var depthGaugeKeys: Set<DepthKey> = []
 
     private let recipientCounters = (
         delivered: Counter(label: "smarthost_delivery_recipients_total", dimensions: [("outcome", "delivered")]),
@@ -214,6 +221,7 @@ public actor QueueManager {
                 await self.leased(site, leases)
             }
         }
+        sampleIfDue(now: now)
         for (state, gauge) in depthGauges { gauge.record(queues.counts[state]) }
         connectionGauge.record(openConnections)
         suspendedGauge.record(suspended.values.filter { $0.until > now }.count)
@@ -267,7 +275,7 @@ public actor QueueManager {
     }
 
     /// A cluster-wide suspension (by a shaping rule or an operator) covers this entry.
-    private func isSuspended(_ entry: QueueEntry, at site: SiteKey, now: UInt64) -> Bool {
+    func isSuspended(_ entry: QueueEntry, at site: SiteKey, now: UInt64) -> Bool {
         guard let until = throttle?.suspendedUntil(pool: site.pool, site: site.site.name, domain: entry.domain, tenant: entry.tenant)
         else { return false }
         return until > now
@@ -594,7 +602,7 @@ public actor QueueManager {
     // MARK: - Outcomes
 
     /// A recipient's non-2xx outcome, as the response rules read it.
-    private struct Failure {
+    struct Failure {
         var recipient: Mailbox
         var reply: SMTPReply
         var verdict: ResponseClassifier.Verdict
@@ -677,6 +685,12 @@ public actor QueueManager {
         next.recipients = deferred.map(\.recipient)
         next.attempts = attempts
         next.dueAt = nextAttempt
+        if let reply = (deferred.first ?? bounced.first ?? expired.first)?.reply {
+            next.lastResponse = "\(reply)"
+            next.lastResponseAt = now
+        }
+        noteOutcomes(entry, delivered: finals.count - bounced.count - expired.count, deferred: deferred.count, bounced: bounced.count,
+                     expired: expired.count, now: now)
         // Notifications are spooled before the outcome: a crash in between makes the next
         // attempt produce the same notification id, which the spool keeps once.
         await notifySender(entry, failed: bounced + expired, delayed: deferred, attempt: attempt, now: now, events: &published)
@@ -710,7 +724,7 @@ public actor QueueManager {
     /// Queues delivery status notifications for the sender: one about the recipients that
     /// failed for good, one (once per message and domain) about those still being retried
     /// after `delivery.delay_notice_after`. The events of those recipients name the DSN.
-    private func notifySender(_ entry: QueueEntry, failed: [Failure], delayed: [Failure], attempt: Attempt, now: UInt64,
+    func notifySender(_ entry: QueueEntry, failed: [Failure], delayed: [Failure], attempt: Attempt, now: UInt64,
                               events: inout [MessageEvent]) async {
         guard let builder = settings.notifications, entry.sender != nil else { return }
         let remoteMTA = attempt.peer == nil ? nil : attempt.host
@@ -720,7 +734,7 @@ public actor QueueManager {
             }
             let purpose = "failed " + failed.map(\.recipient.description).sorted().joined(separator: " ")
             if let id = await queueNotification(about: entry, statuses, purpose: purpose, builder: builder, now: now, events: &events) {
-                mark(&events, failed.map(\.recipient), dsn: id, types: [.bounce, .expiration])
+                mark(&events, failed.map(\.recipient), dsn: id, types: [.bounce, .expiration, .adminBounce])
             }
         }
         // A 5xx a rule said to retry is not a delay in RFC 3464's sense (its status is 5.x.x).
@@ -765,6 +779,7 @@ public actor QueueManager {
             // The outcome is still recorded; only the notification is missing, and says so.
             logger.error("could not queue a DSN", metadata: ["id": "\(entry.id)", "purpose": "\(purpose)", "error": "\(error)"])
             notificationFailures.increment()
+            activity.recordDSNFailure(now: now)
         }
         return nil
     }
@@ -776,7 +791,7 @@ public actor QueueManager {
         }
     }
 
-    private func event(_ type: MessageEvent.Kind, _ entry: QueueEntry, _ recipient: Mailbox, _ reply: SMTPReply,
+    func event(_ type: MessageEvent.Kind, _ entry: QueueEntry, _ recipient: Mailbox, _ reply: SMTPReply,
                        _ attempt: Attempt, _ attempts: Int, _ now: UInt64, rule: String? = nil) -> MessageEvent {
         var event = MessageEvent(type: type, id: entry.id.text, tenant: entry.tenant, time: Int64(now), node: settings.nodeID,
                                  sender: entry.sender?.description ?? "", size: entry.size, job: entry.job)

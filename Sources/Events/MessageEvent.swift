@@ -17,7 +17,10 @@ public struct MessageEvent: Codable, Sendable, Equatable {
         case bounce = "Bounce"
         case expiration = "Expiration"
         case orphanRequeued = "OrphanRequeued"
+        /// An operator deleted the recipient with a DSN to the sender.
         case adminBounce = "AdminBounce"
+        /// An operator deleted the recipient silently (no DSN).
+        case adminDelete = "AdminDelete"
     }
 
     public var type: Kind

@@ -4,15 +4,6 @@ import Redis
 import SmarthostConfig
 import Throttle
 
-extension RedisClient.Configuration {
-    /// The client settings a node derives from the configuration file.
-    public init(_ settings: SmarthostConfiguration.RedisSettings) {
-        self.init(host: settings.address.host, port: settings.address.port, poolSize: settings.poolSize,
-                  connectTimeout: settings.connectTimeout, commandTimeout: settings.commandTimeout,
-                  password: settings.password, database: settings.database)
-    }
-}
-
 /// The tenants' `message_rate` quotas, shared by every ingress node through Redis (GCRA), so
 /// that a tenant's clients spread over the load balancer get the quota once, not once per node.
 ///

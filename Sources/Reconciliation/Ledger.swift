@@ -73,7 +73,7 @@ public struct Ledger: Codable, Sendable, Equatable {
             totals.acceptedMessages += 1
             if event.client == "dsn" { totals.notificationMessages += 1 }
             totals.acceptedRecipients += recipients.count
-        case .delivery, .bounce, .expiration, .adminBounce:
+        case .delivery, .bounce, .expiration, .adminBounce, .adminDelete:
             let outcome = Self.terminal(event.type)!
             if entry.acceptedAt == nil, open[event.id] == nil { totals.outcomesBeforeReception += 1 }
             // An operator's deletion without a recipient covers every open one.
@@ -112,7 +112,7 @@ public struct Ledger: Codable, Sendable, Equatable {
         case .delivery: "delivered"
         case .bounce: "bounced"
         case .expiration: "expired"
-        case .adminBounce: "deleted"
+        case .adminBounce, .adminDelete: "deleted"
         case .reception, .transientFailure, .orphanRequeued: nil
         }
     }

@@ -30,7 +30,7 @@ public enum ReportFormat: String, Sendable, CaseIterable {
     }
 
     /// RFC 4180: fields with a comma, quote or line break are quoted, quotes doubled.
-    static func csvRow(_ fields: [String]) -> String {
+    public static func csvRow(_ fields: [String]) -> String {
         fields.map { field in
             field.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" })
                 ? "\"" + field.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : field
@@ -38,7 +38,7 @@ public enum ReportFormat: String, Sendable, CaseIterable {
     }
 
     /// Columns padded to their widest cell, numbers right-aligned.
-    static func table(_ header: [String], _ rows: [[String]]) -> String {
+    public static func table(_ header: [String], _ rows: [[String]]) -> String {
         let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
         func line(_ cells: [String]) -> String {
             cells.enumerated().map { index, cell in
@@ -49,7 +49,7 @@ public enum ReportFormat: String, Sendable, CaseIterable {
         return ([line(header)] + rows.map(line)).joined(separator: "\n") + "\n"
     }
 
-    static func time(_ milliseconds: Int64) -> String {
+    public static func time(_ milliseconds: Int64) -> String {
         let formatter = ISO8601DateFormatter()
         return formatter.string(from: Date(timeIntervalSince1970: Double(milliseconds) / 1_000))
     }

@@ -1,5 +1,15 @@
 import Foundation
 import Redis
+import SmarthostConfig
+
+extension RedisClient.Configuration {
+    /// The client settings a node derives from the configuration file.
+    public init(_ settings: SmarthostConfiguration.RedisSettings) {
+        self.init(host: settings.address.host, port: settings.address.port, poolSize: settings.poolSize,
+                  connectTimeout: settings.connectTimeout, commandTimeout: settings.commandTimeout,
+                  password: settings.password, database: settings.database)
+    }
+}
 
 /// A node as it announces itself in the registry.
 public struct NodeAnnouncement: Codable, Sendable, Equatable {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CommandSupport
 import Credentials
 import Delivery
 import DNS
@@ -20,27 +21,11 @@ import Throttle
 struct Smarthost: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "smarthost",
-        abstract: "A node of the smarthost cluster, and the tools to prepare one.",
-        subcommands: [IngressCommand.self, DeliveryCommand.self, ReconcilerCommand.self, CheckConfig.self, Topics.self, Nodes.self,
-                      Adjustments.self, Reconcile.self, LedgerCommand.self,
+        abstract: "A node of the smarthost cluster, and the tools to prepare one (smarthostctl operates a running cluster).",
+        subcommands: [IngressCommand.self, DeliveryCommand.self, ReconcilerCommand.self, CheckConfig.self, Topics.self,
                       HashPassword.self, Version.self])
 
     static let version = "0.6.0-dev"
-}
-
-/// `--config FILE`, loaded and validated; a bad file stops the command with every error in it.
-struct ConfigFileOption: ParsableArguments {
-    @Option(name: .long, help: "The cluster configuration file (YAML; see docs/configuration.md).")
-    var config: String
-
-    func load() throws -> SmarthostConfiguration {
-        do {
-            return try SmarthostConfiguration.load(path: config)
-        } catch {
-            printError(error.description)
-            throw ExitCode(2)
-        }
-    }
 }
 
 /// Checks the linked librdkafka, then sets up logs and metrics as the configuration says.
@@ -246,10 +231,6 @@ extension KafkaConsumerConfiguration {
         maxRecordSize = configuration.kafka.maxRecordSize.bytes
         extraOptions = configuration.kafka.clientOptions
     }
-}
-
-func printError(_ message: String) {
-    FileHandle.standardError.write(Data((message + "\n").utf8))
 }
 
 /// Prints the scrypt hash of a password read from standard input, for a tenant's

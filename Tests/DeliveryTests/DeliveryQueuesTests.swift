@@ -160,6 +160,39 @@ let everythingToSink: @Sendable (String) -> RouteDecision = { _ in .deliver(sink
         #expect(silently.count == 1 && queues.location(of: silently[0].key) == nil && queues.counts.total == 0 && queues.queuedMessages == 0)
     }
 
+    /// An operator's retry or delete takes matching entries from every place but flight and
+    /// limbo, up to a limit, keeping every count and the location index right.
+    @Test func takeMatchingMovesSelectedEntriesIntoFlightFromEveryQueue() {
+        var queues = DeliveryQueues(readyQueueSize: 10)
+        var attempted = entry(1, domain: "slow.test", dueAt: 50)
+        attempted.attempts = 2
+        queues.schedule(attempted)
+        queues.schedule(entry(2, domain: "slow.test", dueAt: 50))
+        queues.schedule(entry(3, domain: "fast.test"))
+        queues.schedule(entry(4, domain: "fast.test"))
+        queues.schedule(entry(5, domain: "nowhere.test"))
+        #expect(queues.counts.deferred == 1, "an attempted scheduled entry is deferred")
+        queues.promote(now: 0) { $0 == "nowhere.test" ? .hold(reason: "no route") : .deliver(sink) }
+        let inFlight = queues.take(from: SiteKey(pool: "default", site: sink))!
+        #expect(queues.counts.scheduled == 2 && queues.counts.ready == 1 && queues.counts.held == 1 && queues.counts.inFlight == 1)
+
+        let none = queues.takeMatching(limit: 10) { entry, _ in entry.domain == "other.test" }
+        #expect(none.isEmpty && queues.counts.total == 5)
+        let oneOfSlow = queues.takeMatching(limit: 1) { entry, state in entry.domain == "slow.test" && state == .scheduled }
+        #expect(oneOfSlow.count == 1 && queues.counts.scheduled == 1 && queues.counts.inFlight == 2)
+        let rest = queues.takeMatching(limit: 100) { entry, _ in entry.key != inFlight.key }
+        #expect(Set(rest.map(\.domain)) == ["slow.test", "fast.test", "nowhere.test"] && rest.count == 3, "\(rest.map(\.domain))")
+        #expect(queues.counts.scheduled == 0 && queues.counts.ready == 0 && queues.counts.held == 0 && queues.counts.deferred == 0)
+        #expect(queues.counts.inFlight == 5 && queues.counts.scheduledQueues == 0 && queues.counts.readyQueues == 0)
+        let again = queues.takeMatching(limit: 100) { _, _ in true }
+        #expect(again.isEmpty, "entries in flight are never taken")
+        for taken in oneOfSlow + rest {
+            #expect(queues.location(of: taken.key) == .inFlight)
+            queues.land(taken.key)
+        }
+        #expect(queues.counts.total == 1 && queues.queuedMessages == 1)
+    }
+
     @Test func poolsSeparateReadyQueues() {
         var queues = DeliveryQueues(readyQueueSize: 10)
         queues.schedule(entry(1, pool: "shared"))

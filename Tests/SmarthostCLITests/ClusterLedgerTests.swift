@@ -39,7 +39,7 @@ struct ClusterLedgerTests {
 
         /// `smarthost ledger --now --format json`, parsed (nil while the reconciler is not listed yet).
         func ledger() async throws -> LedgerReport? {
-            let result = try await runCommand(SmarthostCLITests.binary, ["ledger", "--now", "--format", "json", "--config", config])
+            let result = try await runCommand(SmarthostCLITests.ctl, ["ledger", "--now", "--format", "json", "--config", config])
             guard result.status == 0 else { return nil }
             return try ReportFormat.decode(LedgerReport.self, from: Array(result.output.utf8))
         }
@@ -144,7 +144,7 @@ struct ClusterLedgerTests {
         #expect(final.unaccounted.allSatisfy { !atSink.contains($0.id) && $0.record?.hasPrefix("smarthost.demo/") == true },
                 "the ledger names the messages that never arrived, with their record")
         #expect(final.balances)
-        let table = try await runCommand(SmarthostCLITests.binary, ["ledger", "--format", "table", "--config", reconciler.config])
+        let table = try await runCommand(SmarthostCLITests.ctl, ["ledger", "--format", "table", "--config", reconciler.config])
         #expect(final.unaccounted.allSatisfy { table.output.contains($0.id) }, "\(table.output)")
         print("ledger: \(lost) skipped record(s) named: \(final.unaccounted.map { "\($0.id) at \($0.record ?? "?")" })")
     }

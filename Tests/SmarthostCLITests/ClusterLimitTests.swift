@@ -40,8 +40,8 @@ struct ClusterLimitTests {
         func logs() -> String { nodes.map { "--- \($0.process.name)\n\($0.process.logTail(lines: 15))" }.joined(separator: "\n") }
 
         /// Runs `smarthost` with the first node's configuration.
-        func smarthost(_ arguments: [String]) async throws -> CommandResult {
-            try await runCommand(SmarthostCLITests.binary, arguments + ["--config", nodes[0].config])
+        func ctl(_ arguments: [String]) async throws -> CommandResult {
+            try await runCommand(SmarthostCLITests.ctl, arguments + ["--config", nodes[0].config])
         }
     }
 
@@ -118,7 +118,7 @@ struct ClusterLimitTests {
         }
         #expect(backUp, "every node uses Redis again; logs:\n\(cluster.logs())")
         try await Task.sleep(for: .seconds(20))
-        let listed = try await cluster.smarthost(["nodes"])
+        let listed = try await cluster.ctl(["nodes"])
         #expect(listed.status == 0 && listed.output.contains("3 live nodes"), "\(listed.output)\(listed.errors)")
         let reloadedAt = Date().timeIntervalSince1970
 
@@ -185,14 +185,14 @@ struct ClusterLimitTests {
         let records = { try cluster.destination.records() }
         let triggered = try await eventually(.seconds(90)) { try records().contains { $0.event == "reply" && $0.reply?.contains("4.7.28") == true } }
         #expect(triggered, "the destination answered 421 4.7.28; logs:\n\(cluster.logs())")
-        let listed = try await cluster.smarthost(["adjustments", "list", "--json"])
+        let listed = try await cluster.ctl(["throttle", "show", "--json"])
         #expect(listed.status == 0 && listed.output.contains("rule:google-slow-down") && listed.output.contains("message_rate"),
                 "\(listed.output)\(listed.errors)")
 
         // Past the rule (15 s) and back at full rate for a while.
         try await Task.sleep(for: .seconds(22))
         let suspendedAt = Date().timeIntervalSince1970
-        let suspend = try await cluster.smarthost(["adjustments", "set", "--action", "suspend", "--domain", "inbox.test", "--for", "6s",
+        let suspend = try await cluster.ctl(["throttle", "set", "--action", "suspend", "--domain", "inbox.test", "--for", "6s",
                                                     "--reason", "test"])
         #expect(suspend.status == 0, "\(suspend.output)\(suspend.errors)")
         let drained = try await eventually(.seconds(120), every: .milliseconds(500)) { cluster.delivered() >= total }

@@ -77,8 +77,8 @@ struct OrphanSweepTests {
         let rig = try await Rig.start("sweep-1", sweepEvery: "1h")
         defer { rig.stop() }
         let (broker, destination, node) = (rig.broker, rig.destination, rig.node)
-        let smarthost = { (arguments: [String]) in try await runCommand(SmarthostCLITests.binary, arguments + ["--config", node.config]) }
-        let suspend = try await smarthost(["adjustments", "set", "--action", "suspend", "--domain", "inbox.test", "--for", "10m", "--reason", "hold"])
+        let ctl = { (arguments: [String]) in try await runCommand(SmarthostCLITests.ctl, arguments + ["--config", node.config]) }
+        let suspend = try await ctl(["queue", "pause", "--domain", "inbox.test", "--for", "10m", "--reason", "hold"])
         try #require(suspend.status == 0, "\(suspend.output)\(suspend.errors)")
         let holding = try await eventually(.seconds(30)) { node.metric("smarthost_throttle_adjustments") == 1 }
         try #require(holding, "the node sees the suspension before any mail arrives; log:\n\(node.process.logTail())")
@@ -102,7 +102,7 @@ struct OrphanSweepTests {
                 "the view counts them as orphans, not as queued: \(before)")
 
         try await Task.sleep(for: .seconds(1.5))  // past orphan_grace
-        let swept = try await smarthost(["reconcile", "sweep", "--format", "json"])
+        let swept = try await ctl(["reconcile", "sweep", "--format", "json"])
         #expect(swept.status == 0, "\(swept.errors)")
         let report = try ReportFormat.decode(ReconcileReport.self, from: Array(swept.output.utf8))
         let sweep = try #require(report.sweeps.first)
@@ -113,15 +113,15 @@ struct OrphanSweepTests {
         #expect(after.scheduled == total && after.orphanedMessages == 0)
         print("sweep: \(sweep.spooledMessages) spooled, \(sweep.orphansFound) orphans found and requeued in \(sweep.durationMilliseconds) ms")
 
-        let again = try await smarthost(["reconcile", "sweep", "--format", "json"])
+        let again = try await ctl(["reconcile", "sweep", "--format", "json"])
         #expect(try ReportFormat.decode(ReconcileReport.self, from: Array(again.output.utf8)).sweeps.first?.orphansFound == 0,
                 "a second sweep finds nothing")
-        let csv = try await smarthost(["reconcile", "report", "--format", "csv"])
+        let csv = try await ctl(["reconcile", "report", "--format", "csv"])
         #expect(csv.status == 0 && csv.output.split(separator: "\r\n").count == 1, "the last report (the second sweep) has no orphans")
-        let table = try await smarthost(["reconcile", "report"])
+        let table = try await ctl(["reconcile", "report"])
         #expect(table.output.contains("no orphans") && table.output.contains("sweep-1"), "\(table.output)")
 
-        let release = try await smarthost(["adjustments", "remove", "suspend domain=inbox.test"])
+        let release = try await ctl(["queue", "resume", "--domain", "inbox.test"])
         #expect(release.status == 0, "\(release.output)\(release.errors)")
         let delivered = try await eventually(.seconds(180), every: .seconds(1)) { try destination.messages().count >= total }
         let arrived = try destination.messages().count
@@ -164,7 +164,7 @@ struct OrphanSweepTests {
         #expect(repairs.count == 300 && repairs.allSatisfy { $0.reason == "limbo: re-insert failed (injected fault)" }, "\(repairs.count)")
         #expect((node.metric("smarthost_reconcile_orphans_total", labels: #"kind="in-no-queue""#) ?? 0) == 0,
                 "no entry was ever in no queue: the design kept each one somewhere")
-        let report = try await runCommand(SmarthostCLITests.binary, ["reconcile", "report", "--format", "json", "--config", node.config])
+        let report = try await runCommand(SmarthostCLITests.ctl, ["reconcile", "report", "--format", "json", "--config", node.config])
         let totals = try #require(try ReportFormat.decode(ReconcileReport.self, from: Array(report.output.utf8)).sweeps.first?.sinceStart)
         #expect(totals.limboRetried == 300 && totals.limboRepaired == 300 && totals.orphansFound == 0 && totals.sweeps >= 1,
                 "the report shows what the sweeps repaired: \(totals)")

@@ -1,0 +1,73 @@
+import Operations
+
+/// A delivery node's recent attempts per tenant, domain and pool, in one-minute buckets over a
+/// sliding window, with when each run of deferrals began: what `diagnose` reads to tell a
+/// destination that stopped accepting from one that is merely busy. Pure state, no clock.
+struct RecentActivity: Sendable {
+    struct Key: Hashable, Sendable {
+        var tenant: String
+        var domain: String
+        var pool: String
+    }
+
+    private struct Bucket: Sendable {
+        var minute: UInt64
+        var outcomes = RecentOutcomes()
+    }
+
+    let windowMinutes: UInt64
+    private var buckets: [Key: [Bucket]] = [:]
+    private var deferringSince: [Key: UInt64] = [:]
+    private var dsnFailures: [Bucket] = []
+    private(set) var dsnFailuresTotal = 0
+
+    init(windowMinutes: UInt64 = 10) {
+        self.windowMinutes = windowMinutes
+    }
+
+    var windowSeconds: Int { Int(windowMinutes * 60) }
+
+    mutating func record(_ key: Key, delivered: Int = 0, deferred: Int = 0, bounced: Int = 0, expired: Int = 0, now: UInt64) {
+        let minute = now / 60_000
+        var list = buckets[key, default: []].filter { $0.minute + windowMinutes > minute }
+        if list.last?.minute != minute { list.append(Bucket(minute: minute)) }
+        list[list.count - 1].outcomes.add(RecentOutcomes(delivered: delivered, deferred: deferred, bounced: bounced, expired: expired))
+        buckets[key] = list
+        if delivered > 0 {
+            deferringSince[key] = nil
+        } else if deferred > 0, deferringSince[key] == nil {
+            deferringSince[key] = now
+        }
+    }
+
+    mutating func recordDSNFailure(now: UInt64) {
+        let minute = now / 60_000
+        dsnFailures.removeAll { $0.minute + windowMinutes <= minute }
+        if dsnFailures.last?.minute != minute { dsnFailures.append(Bucket(minute: minute)) }
+        dsnFailures[dsnFailures.count - 1].outcomes.bounced += 1
+        dsnFailuresTotal += 1
+    }
+
+    /// The outcomes of each key with attempts in the window; keys without any are forgotten.
+    mutating func outcomes(now: UInt64) -> [Key: RecentOutcomes] {
+        let minute = now / 60_000
+        var result: [Key: RecentOutcomes] = [:]
+        for (key, list) in buckets {
+            let live = list.filter { $0.minute + windowMinutes > minute }
+            guard !live.isEmpty else {
+                buckets[key] = nil
+                deferringSince[key] = nil
+                continue
+            }
+            var total = RecentOutcomes()
+            for bucket in live { total.add(bucket.outcomes) }
+            total.deferringSince = deferringSince[key].map(Int64.init)
+            result[key] = total
+        }
+        return result
+    }
+
+    func dsnFailuresRecent(now: UInt64) -> Int {
+        dsnFailures.filter { $0.minute + windowMinutes > now / 60_000 }.reduce(0) { $0 + $1.outcomes.bounced }
+    }
+}
