@@ -174,6 +174,8 @@ let package = Package(
             .product(name: "NIOEmbedded", package: "swift-nio"),
         ]),
         .testTarget(name: "ConfigTests", dependencies: ["SmarthostConfig", "Credentials"]),
+        // The files of deploy/: manifests, compose file, units and Dockerfile checked, the shipped configurations loaded.
+        .testTarget(name: "DeployTests", dependencies: [.product(name: "Yams", package: "Yams"), "SmarthostConfig"]),
         .testTarget(name: "CredentialsTests", dependencies: ["Credentials"]),
         .testTarget(name: "EventsTests", dependencies: ["Events"]),
         .testTarget(name: "DeliveryTests", dependencies: ["Delivery", "QueueRecord", "SMTPProtocol", "SmarthostConfig", "Spool", "Events", "DNS"]),
