@@ -205,7 +205,7 @@ let package = Package(
         .testTarget(name: "TestSupportTests", dependencies: ["TestSupport"]),
         // Runs the built `smarthost` binary as an operator would.
         .testTarget(name: "SmarthostCLITests", dependencies: [
-            "TestSupport", "Events", "Kafka", "NodeHTTP", "QueueRecord", "Reconciliation", "SMTPProtocol",
+            "TestSupport", "Events", "Kafka", "NodeHTTP", "Operations", "QueueRecord", "Reconciliation", "SMTPProtocol",
         ]),
     ]
 )

@@ -79,19 +79,29 @@ extension QueueManager {
         case .held: return .held
         case .limbo: return .limbo
         case .scheduled:
-            if isCoveredBySuspension(entry, now: now) { return .suspended }
+            if suspension(of: entry, now: now) != nil { return .suspended }
             return entry.attempts > 0 ? .deferred : .scheduled
         }
     }
 
-    /// A cluster-wide pause or suspension, or a response rule's suspension of its site, covers
-    /// the entry now (its site as last routed; an unrouted domain matches no site selector).
-    private func isCoveredBySuspension(_ entry: QueueEntry, now: UInt64) -> Bool {
+    /// Who suspended an entry's traffic.
+    enum Suspender {
+        /// An operator's pause (`queue pause`, or an adjustment set by hand).
+        case `operator`
+        /// A response or traffic shaping rule: the destination asked us to back off.
+        case rule
+    }
+
+    /// What covers the entry now: a cluster-wide pause or suspension, or a response rule's
+    /// suspension of its site (as last routed; an unrouted domain matches no site selector).
+    func suspension(of entry: QueueEntry, now: UInt64) -> Suspender? {
         let site = siteName(of: entry.domain)
-        if let site, let until = suspended[SiteKey(pool: entry.pool, site: Site(name: site))]?.until, until > now { return true }
-        guard let until = throttle?.suspendedUntil(pool: entry.pool, site: site ?? "", domain: entry.domain, tenant: entry.tenant)
-        else { return false }
-        return until > now
+        if let adjustment = throttle?.suspension(pool: entry.pool, site: site ?? "", domain: entry.domain, tenant: entry.tenant),
+           adjustment.until > now {
+            return adjustment.setBy == "operator" ? .operator : .rule
+        }
+        if let site, let until = suspended[SiteKey(pool: entry.pool, site: Site(name: site))]?.until, until > now { return .rule }
+        return nil
     }
 
     /// The site a domain was last routed to, if known.
@@ -115,6 +125,7 @@ extension QueueManager {
             let key = RecentActivity.Key(tenant: entry.tenant, domain: entry.domain, pool: entry.pool)
             var row = rows[key] ?? QueueSummaryRow(node: settings.nodeID, tenant: key.tenant, domain: key.domain, pool: key.pool)
             row[state] += 1
+            if state == .suspended, suspension(of: entry, now: now) == .operator { row.paused += 1 }
             row.oldestReceivedAt = min(row.oldestReceivedAt ?? .max, Int64(entry.receivedAt))
             if entry.sender == nil { row.nullSender += 1 }
             if let response = entry.lastResponse, let at = entry.lastResponseAt {

@@ -81,9 +81,11 @@ struct DiagnosisRules {
         return findings
     }
 
-    /// Entries waiting for a destination that is not taking them (a pause is not counted: an
-    /// operator or a rule chose it).
-    private static func waiting(_ row: QueueSummaryRow) -> Int { row.scheduled + row.deferred + row.ready + row.held }
+    /// Entries waiting for a destination that is not taking them: an operator's pause is not
+    /// counted (chosen), a rule's suspension is (the destination asked us to back off).
+    private static func waiting(_ row: QueueSummaryRow) -> Int {
+        row.scheduled + row.deferred + row.ready + row.held + row.suspended - row.paused
+    }
 
     private static func failures(_ outcomes: RecentOutcomes) -> Int { outcomes.deferred + outcomes.bounced + outcomes.expired }
 
@@ -116,7 +118,7 @@ struct DiagnosisRules {
             pattern: .orphanedInSpool,
             summary: "\(count) spooled messages in no queue, \(limbo.reduce(0) { $0 + $1.1 }) entries in limbo",
             evidence: evidence, since: nil,
-            interventions: ["smarthostctl reconcile sweep   (puts every orphan back in its queue now, and retries limbo)",
+            interventions: ["smarthostctl reconcile sweep   (puts back in its queue every orphan spooled longer than reconciliation.orphan_grace ago, and retries limbo)",
                             "smarthostctl reconcile report --format csv   (which messages, since when, why)",
                             "if they come back after a sweep: a bug; keep the node's log and the report, and smarthostctl ledger --now"]))
     }
@@ -176,7 +178,7 @@ struct DiagnosisRules {
             findings.append(Finding(
                 pattern: .singleDestinationBackedUp,
                 summary: "\(domain): \(Self.waiting(row)) entries waiting, \(row.recent.delivered) delivered and \(Self.failures(row.recent)) failed recently; \(healthy) other destinations flowing",
-                evidence: ["\(domain): \(row.deferred) deferred, \(row.ready) ready, \(row.scheduled) scheduled, \(row.held) held; oldest received \(row.oldestReceivedAt.map { "\($0)" } ?? "-")"]
+                evidence: ["\(domain): \(row.deferred) deferred, \(row.suspended - row.paused) suspended by a rule, \(row.ready) ready, \(row.scheduled) scheduled, \(row.held) held"]
                     + Self.responseEvidence(row),
                 since: row.recent.deferringSince ?? row.oldestReceivedAt,
                 interventions: ["read the responses above: a 421/4.7.x rate limit or reputation text means slow down — smarthostctl throttle set --action message_rate --domain \(domain) --rate 60/min --for 1h",

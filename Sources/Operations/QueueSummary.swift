@@ -56,6 +56,9 @@ public struct QueueSummaryRow: Codable, Sendable, Equatable {
     public var inFlight = 0
     public var held = 0
     public var limbo = 0
+    /// Of the suspended entries, those an operator paused (the rest a rule suspended because
+    /// the destination asked us to back off).
+    public var paused = 0
     /// When the oldest entry was received (ms since the epoch).
     public var oldestReceivedAt: Int64?
     public var lastResponse: String?
@@ -103,6 +106,7 @@ public struct QueueSummaryRow: Codable, Sendable, Equatable {
     /// Adds another row's counts (merging nodes, or coarser groups).
     public mutating func add(_ other: QueueSummaryRow) {
         for state in QueueState.allCases { self[state] += other[state] }
+        paused += other.paused
         oldestReceivedAt = [oldestReceivedAt, other.oldestReceivedAt].compactMap { $0 }.min()
         if let at = other.lastResponseAt, at >= lastResponseAt ?? .min {
             lastResponseAt = at

@@ -113,11 +113,18 @@ public actor ClusterThrottle: Service {
     /// A selector of the adjustment that the traffic does not give (a domain, when asking
     /// about a whole site) does not match.
     public nonisolated func suspendedUntil(pool: String, site: String, domain: String? = nil, tenant: String? = nil) -> UInt64? {
+        suspension(pool: pool, site: site, domain: domain, tenant: tenant)?.until
+    }
+
+    /// The `suspend` adjustment covering this traffic that lasts longest: until when (this
+    /// node's clock, ms) and who set it (an operator's pause, or a shaping rule), or nil.
+    public nonisolated func suspension(pool: String, site: String, domain: String? = nil, tenant: String? = nil)
+        -> (until: UInt64, setBy: String)? {
         published.withLock { state in
             live(state).filter {
                 $0.adjustment.action == .suspend
                     && Self.matches($0.adjustment.scope, pool: pool, site: site, domains: domain.map { [$0] } ?? [], tenant: tenant)
-            }.map { UInt64(max(0, $0.expiresAt - state.clockOffset)) }.max()
+            }.max { $0.expiresAt < $1.expiresAt }.map { (UInt64(max(0, $0.expiresAt - state.clockOffset)), $0.adjustment.setBy) }
         }
     }
 

@@ -64,12 +64,13 @@ import Testing
 }
 
 func row(_ node: String, _ tenant: String, _ domain: String, pool: String = "default", deferred: Int = 0, ready: Int = 0,
-         suspended: Int = 0, received: Int64 = 1_000, delivered: Int = 0, failed: Int = 0, response: String? = nil,
+         suspended: Int = 0, paused: Int = 0, received: Int64 = 1_000, delivered: Int = 0, failed: Int = 0, response: String? = nil,
          nullSender: Int = 0) -> QueueSummaryRow {
     var row = QueueSummaryRow(node: node, tenant: tenant, domain: domain, pool: pool)
     row.deferred = deferred
     row.ready = ready
     row.suspended = suspended
+    row.paused = paused
     row.oldestReceivedAt = received
     row.recent = RecentOutcomes(delivered: delivered, deferred: failed, deferringSince: failed > 0 && delivered == 0 ? received : nil)
     if let response {
@@ -133,6 +134,11 @@ func node(_ name: String, _ rows: [QueueSummaryRow], orphaned: Int = 0, samples:
         #expect(finding.since == 1_000 && finding.interventions.contains { $0.contains("queue pause --domain gmail.com") })
     }
 
+    @Test func aDestinationThatAskedUsToBackOffIsBackedUp() {
+        let suspendedByRule = row("d1", "acme", "gmail.com", suspended: 60, failed: 12, response: "421 4.7.28 rate limited")
+        #expect(patterns([node("d1", [suspendedByRule, row("d1", "acme", "a.test", delivered: 50)])]) == [.singleDestinationBackedUp])
+    }
+
     @Test func everyDestinationFailingIsPatternBNotA() {
         let nodes = ["a.test", "b.test", "c.test"].map { domain in
             node("d-\(domain)", [row("d", "acme", domain, deferred: 50, failed: 50, response: "451 4.4.1 Connection refused")])
@@ -168,8 +174,9 @@ func node(_ name: String, _ rows: [QueueSummaryRow], orphaned: Int = 0, samples:
     }
 
     @Test func spooledMessagesInNoQueueAreOrphans() throws {
-        let diagnosis = Diagnosis(nodes: [node("d1", [row("d1", "acme", "a.test", suspended: 90)], orphaned: 10)], unanswered: [:], now: 200_000)
-        #expect(diagnosis.findings.map(\.pattern) == [.orphanedInSpool], "paused mail is not a backed-up destination")
+        let diagnosis = Diagnosis(nodes: [node("d1", [row("d1", "acme", "a.test", suspended: 90, paused: 90)], orphaned: 10)], unanswered: [:],
+                                  now: 200_000)
+        #expect(diagnosis.findings.map(\.pattern) == [.orphanedInSpool], "mail an operator paused is not a backed-up destination")
         #expect(try #require(diagnosis.findings.first).evidence == ["d1: 10 of 100 spooled messages are in no queue"])
     }
 }

@@ -150,3 +150,13 @@ func eventually(_ limit: Duration, every interval: Duration = .milliseconds(200)
     }
     return try condition()
 }
+
+/// `eventually` for a condition that has to wait itself (a command, a request).
+func eventuallyAsync(_ limit: Duration, every interval: Duration = .milliseconds(500), _ condition: () async throws -> Bool) async throws -> Bool {
+    let deadline = ContinuousClock.now + limit
+    while ContinuousClock.now < deadline {
+        if try await condition() { return true }
+        try await Task.sleep(for: interval)
+    }
+    return try await condition()
+}
