@@ -61,6 +61,7 @@ public final class DeliveryNode: Service, Sendable {
                 group.addTask { await self.pumpUntilCancelled() }
                 group.addTask { await self.sweepUntilCancelled() }
                 group.addTask { await self.events.relayOutbox(from: self.spool) }
+                group.addTask { await self.measureSpoolUntilCancelled() }
                 await self.consume()
                 group.cancelAll()
             }
@@ -116,6 +117,15 @@ public final class DeliveryNode: Service, Sendable {
             }
         }
         return report
+    }
+
+    /// `smarthost_spool_bytes` now and every 10 s (two stat calls).
+    private func measureSpoolUntilCancelled() async {
+        let bytes = Gauge(label: "smarthost_spool_bytes")
+        while !Task.isCancelled {
+            bytes.record(spool.diskBytes)
+            try? await Task.sleep(for: .seconds(10))
+        }
     }
 
     private func pumpUntilCancelled() async {

@@ -85,6 +85,7 @@ public final class KafkaConsumer: Sendable, Service {
     private let bufferGauge = Gauge(label: "smarthost_kafka_consumer_buffered")
     private let consumedCounter = Counter(label: "smarthost_kafka_consumed_total")
     private let gapCounter = Counter(label: "smarthost_kafka_consumer_offset_gaps_total")
+    private let lagGauge = Gauge(label: "smarthost_kafka_consumer_lag")
 
     public init(configuration: KafkaConsumerConfiguration, logger: Logger = Logger(label: "smarthost.kafka.consumer")) throws(KafkaError) {
         for topic in configuration.topics where !topic.hasPrefix("^") {
@@ -224,6 +225,7 @@ public final class KafkaConsumer: Sendable, Service {
                 let result = commitDone(only: nil)
                 commitWaiters.forEach { $0.resume(with: result) }
                 lastCommit = .now
+                recordLag()
             }
         }
         shutDown()
@@ -262,6 +264,7 @@ public final class KafkaConsumer: Sendable, Service {
             var records: [ConsumedRecord] = []
             while let message = rd_kafka_event_message_next(event) {
                 if message.pointee.err != RD_KAFKA_RESP_ERR_NO_ERROR {
+                    KafkaMetrics.countClientError(.consumer, message.pointee.err)
                     logger.warning("consumer error: \(String(cString: rd_kafka_message_errstr(message)))")
                     continue
                 }
@@ -300,7 +303,7 @@ public final class KafkaConsumer: Sendable, Service {
         case RD_KAFKA_EVENT_REBALANCE:
             rebalance(event)
         default:
-            _ = LogBridge.handle(event, logger: logger)
+            _ = LogBridge.handle(event, role: .consumer, logger: logger)
         }
     }
 
@@ -337,6 +340,7 @@ public final class KafkaConsumer: Sendable, Service {
                 rd_kafka_assign(handle.raw, nil)
             }
         case let code:
+            KafkaMetrics.countClientError(.consumer, code)
             logger.error("rebalance error: \(KafkaError.errorName(code))")
             if !cooperative { rd_kafka_assign(handle.raw, nil) }
             state.withLock { state in
@@ -365,6 +369,22 @@ public final class KafkaConsumer: Sendable, Service {
         }
         state.withLock { $0.tracker.markCommitted(offsets) }
         return .success(())
+    }
+
+    /// Records in the assigned partitions not yet done: per partition, the high watermark of
+    /// the last fetch answer (librdkafka's cached value, no request) minus the next offset to
+    /// commit. A partition nothing was handed out of since its assignment counts as caught up.
+    private func recordLag() {
+        let partitions = state.withLock { state in state.assignment.map { ($0, state.tracker.nextOffset($0)) } }
+        var lag: Int64 = 0
+        for case let (partition, next?) in partitions {
+            var low: Int64 = 0
+            var high: Int64 = 0
+            guard rd_kafka_get_watermark_offsets(handle.raw, partition.topic, partition.partition, &low, &high) == RD_KAFKA_RESP_ERR_NO_ERROR,
+                  high >= 0 else { continue }
+            lag += max(0, high - next)
+        }
+        lagGauge.record(lag)
     }
 
     /// Fetches the partitions again from the given offsets (records already fetched past them are dropped).

@@ -124,8 +124,9 @@ public final class KafkaProducer: Sendable, Service {
     public func send(_ record: OutgoingRecord) async throws -> DeliveryReport {
         try TopicName.validate(record.topic)
         guard record.size <= configuration.maxRecordSize else {
-            Self.count(.rejected)
-            throw KafkaError.recordTooLarge(size: record.size, limit: configuration.maxRecordSize)
+            let error = KafkaError.recordTooLarge(size: record.size, limit: configuration.maxRecordSize)
+            Self.count(.rejected, error)
+            throw error
         }
         if let bad = record.headers.first(where: { $0.name.isEmpty || $0.name.utf8.contains(0) }) {
             throw KafkaError.invalidHeaderName(bad.name)
@@ -134,8 +135,9 @@ public final class KafkaProducer: Sendable, Service {
         try await acquireSlot()
         if ContinuousClock.now - started > configuration.deliveryTimeout {
             releaseSlot()
-            Self.count(.timedOut)
-            throw KafkaError.deliveryTimedOut(topic: record.topic, after: configuration.deliveryTimeout, outcomeUnknown: false)
+            let error = KafkaError.deliveryTimedOut(topic: record.topic, after: configuration.deliveryTimeout, outcomeUnknown: false)
+            Self.count(.timedOut, error)
+            throw error
         }
         return try await withCheckedThrowingContinuation { continuation in
             // Register before producing: the delivery report can arrive before produceva returns.
@@ -158,7 +160,7 @@ public final class KafkaProducer: Sendable, Service {
             if let error {
                 let waiting = state.withLock { $0.pending.removeValue(forKey: id)?.continuation }
                 releaseSlot()
-                Self.count(.rejected)
+                Self.count(.rejected, error)
                 waiting?.resume(throwing: error)
             }
         }
@@ -303,7 +305,7 @@ public final class KafkaProducer: Sendable, Service {
             case .wait: break
             }
         }
-        inFlightGauge.record(state.withLock { $0.inFlight })
+        state.withLock { inFlightGauge.record($0.inFlight) }
     }
 
     /// Gives a slot to the next waiter, or frees it.
@@ -311,6 +313,7 @@ public final class KafkaProducer: Sendable, Service {
         let (waiter, drained) = state.withLock { state -> (CheckedContinuation<Void, any Error>?, [CheckedContinuation<Void, Never>]) in
             if let waiter = state.slotWaiters.popFirst() { return (waiter, []) }
             state.inFlight -= 1
+            inFlightGauge.record(state.inFlight)
             guard state.inFlight == 0 else { return (nil, []) }
             defer { state.drainWaiters.removeAll() }
             return (nil, state.drainWaiters)
@@ -401,7 +404,7 @@ public final class KafkaProducer: Sendable, Service {
             if rd_kafka_event_type(event) == RD_KAFKA_EVENT_ERROR, rd_kafka_event_error_is_fatal(event) != 0 {
                 replace(generation, reason: String(cString: rd_kafka_event_error_string(event)))
             }
-            _ = LogBridge.handle(event, logger: logger)
+            _ = LogBridge.handle(event, role: .producer, logger: logger)
             return
         }
         while let message = rd_kafka_event_message_next(event) {
@@ -430,8 +433,8 @@ public final class KafkaProducer: Sendable, Service {
         ackTimer.recordNanoseconds((ContinuousClock.now - pending.started).nanoseconds)
         switch result {
         case .success: Self.count(.acknowledged)
-        case .failure(.deliveryTimedOut): Self.count(.timedOut)
-        case .failure: Self.count(.failed)
+        case .failure(let error):
+            if case .deliveryTimedOut = error { Self.count(.timedOut, error) } else { Self.count(.failed, error) }
         }
         continuation.resume(with: result.mapError { $0 as any Error })
     }
@@ -450,8 +453,9 @@ public final class KafkaProducer: Sendable, Service {
             return overdue
         }
         for (continuation, topic) in overdue {
-            Self.count(.timedOut)
-            continuation.resume(throwing: KafkaError.deliveryTimedOut(topic: topic, after: configuration.deliveryTimeout, outcomeUnknown: true))
+            let error = KafkaError.deliveryTimedOut(topic: topic, after: configuration.deliveryTimeout, outcomeUnknown: true)
+            Self.count(.timedOut, error)
+            continuation.resume(throwing: error)
         }
     }
 
@@ -462,8 +466,10 @@ public final class KafkaProducer: Sendable, Service {
 
     private enum Outcome: String { case acknowledged, timedOut = "timed_out", failed, rejected }
 
-    private static func count(_ outcome: Outcome) {
+    /// Counts a record's outcome, and the error of one that was not acknowledged.
+    private static func count(_ outcome: Outcome, _ error: KafkaError? = nil) {
         Counter(label: "smarthost_kafka_produced_total", dimensions: [("result", outcome.rawValue)]).increment()
+        if let error { KafkaMetrics.countProduceError(error) }
     }
 }
 

@@ -1,10 +1,11 @@
 import CRdKafka
 import Logging
 
-/// Hands librdkafka's log and error events to swift-log.
+/// Hands librdkafka's log and error events to swift-log (errors are also counted in
+/// `smarthost_kafka_errors_total{role,code}`).
 enum LogBridge {
     /// Handles a LOG or ERROR event; returns false for any other event type.
-    static func handle(_ event: OpaquePointer, logger: Logger) -> Bool {
+    static func handle(_ event: OpaquePointer, role: KafkaMetrics.Role, logger: Logger) -> Bool {
         switch rd_kafka_event_type(event) {
         case RD_KAFKA_EVENT_LOG:
             var facility: UnsafePointer<CChar>?
@@ -17,6 +18,7 @@ enum LogBridge {
         case RD_KAFKA_EVENT_ERROR:
             let code = rd_kafka_event_error(event)
             let fatal = rd_kafka_event_error_is_fatal(event) != 0
+            KafkaMetrics.countClientError(role, code)
             logger.log(level: fatal ? .critical : .warning, "librdkafka: \(String(cString: rd_kafka_event_error_string(event)))",
                        metadata: ["code": "\(code.rawValue)", "fatal": "\(fatal)"])
             return true

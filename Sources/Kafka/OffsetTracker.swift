@@ -66,6 +66,12 @@ struct OffsetTracker {
         return result
     }
 
+    /// The first offset of `partition` not yet done (what a commit now would store), or nil
+    /// before anything of it was handed out.
+    func nextOffset(_ partition: TopicPartition) -> Int64? {
+        partitions[partition]?.nextCommit
+    }
+
     mutating func markCommitted(_ offsets: [TopicPartition: Int64]) {
         for (partition, offset) in offsets {
             partitions[partition]?.committed = offset

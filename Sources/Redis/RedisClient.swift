@@ -79,6 +79,7 @@ public final class RedisClient: Sendable, Service {
         let size = max(1, configuration.poolSize)
         state = Mutex(State(slots: Array(repeating: .empty, count: size),
                             health: Array(repeating: .new, count: size)))
+        RedisMetrics.exportErrorKinds()
     }
 
     // MARK: Commands

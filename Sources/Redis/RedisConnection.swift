@@ -125,15 +125,27 @@ private func describeConnectError(_ error: any Error, timeout: Duration) -> Stri
     }
 }
 
-/// The module's two metrics.
+/// The module's two metrics (help text and buckets: Observability's MetricCatalog).
 enum RedisMetrics {
     static func recordDuration(_ duration: Duration, command: String) {
         let (seconds, attoseconds) = duration.components
-        Timer(label: "redis_command_duration", dimensions: [("command", command)])
+        Timer(label: "smarthost_redis_command_seconds", dimensions: [("command", command)])
             .recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
     }
 
     static func count(_ error: RedisError) {
-        Counter(label: "redis_errors_total", dimensions: [("kind", error.metricKind)]).increment()
+        errors(error.metricKind).increment()
+    }
+
+    /// Exports a zero for each kind of error the connections count, so that an alert on the
+    /// counter's rate has a series before the first error.
+    static func exportErrorKinds() {
+        let counted: [RedisError] = [.connectionFailed(address: "", reason: ""), .connectionClosed(address: ""),
+                                     .timeout(command: "", after: .zero), .server(""), .protocolError(""), .invalidCommand("")]
+        for error in counted { _ = errors(error.metricKind) }
+    }
+
+    private static func errors(_ kind: String) -> Counter {
+        Counter(label: "smarthost_redis_errors_total", dimensions: [("kind", kind)])
     }
 }

@@ -41,7 +41,7 @@ public enum RedisError: Error, Equatable, Sendable, CustomStringConvertible {
         }
     }
 
-    /// The `kind` dimension of the `redis_errors_total` counter.
+    /// The `kind` dimension of the `smarthost_redis_errors_total` counter.
     var metricKind: String {
         switch self {
         case .connectionFailed: "connection_failed"

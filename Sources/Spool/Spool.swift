@@ -343,6 +343,16 @@ public final class Spool: Sendable {
     /// Writes waiting for the writer (for tests).
     var pendingWrites: Int { writes.pending }
 
+    /// What the spool takes on disk: the database file plus its write-ahead log, in bytes (the
+    /// `-shm` index is not counted: it is memory, mapped). Pages freed by finished messages are
+    /// reused, not returned, so this follows the spool's largest recent size, not its content.
+    public var diskBytes: Int {
+        [path, path + "-wal"].reduce(0) { total, file in
+            var info = stat()
+            return stat(file, &info) == 0 ? total + Int(info.st_size) : total
+        }
+    }
+
     // MARK: - Reading (reader threads, never the writer's connection)
 
     /// The message's content, nil if the spool does not hold it.

@@ -125,6 +125,33 @@ struct KafkaBrokerTests {
         // Other tests produce at the same time: at least our three were counted.
         #expect(try #require(TestMetrics.value(of: acknowledged)) >= before + 3)
         #expect(try #require(TestMetrics.value(of: "smarthost_kafka_produce_ack_seconds_count")) >= 3)
+
+        // A record refused is counted under librdkafka's name for the reason.
+        let tooLarge = #"smarthost_kafka_produce_errors_total{reason="MSG_SIZE_TOO_LARGE"}"#
+        let refusedBefore = TestMetrics.value(of: tooLarge) ?? 0
+        var small = producerConfiguration(broker)
+        small.maxRecordSize = 16
+        let strict = try KafkaProducer(configuration: small)
+        await #expect(throws: KafkaError.recordTooLarge(size: 32, limit: 16)) {
+            _ = try await strict.send(OutgoingRecord(topic: "metrics", value: [UInt8](repeating: 0, count: 32)))
+        }
+        await strict.close()
+        #expect(try #require(TestMetrics.value(of: tooLarge)) >= refusedBefore + 1)
+    }
+
+    /// librdkafka's error events (here: a bootstrap broker that refuses connections) are
+    /// counted by client role and error name.
+    @Test func clientErrorsReachPrometheus() async throws {
+        _ = TestMetrics.registry
+        let transport = #"smarthost_kafka_errors_total{role="producer",code="_TRANSPORT"}"#
+        let before = TestMetrics.value(of: transport) ?? 0
+        let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(bootstrapServers: ["127.0.0.1:\(try Loopback.freePort())"]))
+        let counted = try await withDeadline(.seconds(20), "a _TRANSPORT error event") {
+            while (TestMetrics.value(of: transport) ?? 0) < before + 1 { try await Task.sleep(for: .milliseconds(100)) }
+            return true
+        }
+        #expect(counted)
+        await producer.close(timeout: .milliseconds(100))
     }
 
     @Test func aRestartedConsumerGetsWhatWasNotDoneAndNothingItCommitted() async throws {

@@ -46,6 +46,19 @@ import Testing
         #expect(tracker.committable() == [p0: 6])  // 5 was already done
     }
 
+    /// What the consumer's lag is measured from: the first offset not yet done.
+    @Test func theNextOffsetIsTheFirstNotDone() {
+        var tracker = OffsetTracker()
+        #expect(tracker.nextOffset(p0) == nil, "nothing handed out yet")
+        for offset in 20..<25 { tracker.handedOut(p0, offset: Int64(offset)) }
+        #expect(tracker.nextOffset(p0) == 20)
+        #expect(markDone(&tracker, p0, offset: 21))
+        #expect(tracker.nextOffset(p0) == 20, "21 waits for 20")
+        #expect(markDone(&tracker, p0, offset: 20))
+        #expect(tracker.nextOffset(p0) == 22)
+        #expect(tracker.nextOffset(p1) == nil)
+    }
+
     @Test func allDoneCommitsPastTheLastRecordEvenWithOffsetGaps() {
         var tracker = OffsetTracker()
         for offset in [3, 7, 8] { tracker.handedOut(p0, offset: Int64(offset)) }  // compacted or transaction markers

@@ -154,6 +154,10 @@ struct RedisClientTests {
     @Test func errorRepliesAreServerErrorsAndTheConnectionStaysUsable() async throws {
         let server = try await RedisServer.start()
         defer { server.stop() }
+        let serverErrors = #"smarthost_redis_errors_total{kind="server"}"#
+        let pipelines = #"smarthost_redis_command_seconds_count{command="PIPELINE"}"#
+        _ = TestMetrics.registry
+        let (errorsBefore, pipelinesBefore) = (TestMetrics.value(of: serverErrors) ?? 0, TestMetrics.value(of: pipelines) ?? 0)
         try await withClient(server, poolSize: 1) { client in
             let connectionID = try await client.send(["CLIENT", "ID"]).int()
             #expect(try await client.send(["LPUSH", "list", "a"]) == .integer(1))
@@ -172,6 +176,9 @@ struct RedisClientTests {
                               .simpleString("PONG")])
             #expect(try await client.send(["CLIENT", "ID"]).int() == connectionID)
         }
+        // Other tests count errors at the same time: at least these three (one in the pipeline).
+        #expect(try #require(TestMetrics.value(of: serverErrors)) >= errorsBefore + 3)
+        #expect(try #require(TestMetrics.value(of: pipelines)) >= pipelinesBefore + 1, "a pipeline is timed as one command")
     }
 
     @Test func authAndSelectOnEveryNewConnection() async throws {

@@ -142,6 +142,22 @@ final class FakeClock: Sendable {
 }
 
 @Suite struct SpoolLifecycleTests {
+    /// What `smarthost_spool_bytes` reports: the database and its WAL, growing with what is spooled.
+    @Test func diskBytesCountTheDatabaseAndItsWriteAheadLog() async throws {
+        try await withDirectory { directory in
+            let spool = try Spool.open(directory: directory)
+            defer { spool.close() }
+            let empty = spool.diskBytes
+            #expect(empty > 0, "the schema takes pages")
+            _ = try await spool.insert((0..<50).map { _ in (makeMessage(content: [UInt8](repeating: 65, count: 8_192)), nil) })
+            let files = try [Spool.fileName, Spool.fileName + "-wal"].map {
+                try FileManager.default.attributesOfItem(atPath: directory + "/" + $0)[.size] as? Int ?? 0
+            }
+            #expect(spool.diskBytes == files.reduce(0, +))
+            #expect(spool.diskBytes >= empty + 50 * 8_192)
+        }
+    }
+
     @Test func duplicatesAreRecognisedInABatchAcrossBatchesAndAfterCompletion() async throws {
         try await withDirectory { directory in
             let spool = try Spool.open(directory: directory)
