@@ -137,7 +137,7 @@ let package = Package(
         ]),
         // The orphan sweep's cost over a large spool (scripts/bench runs it).
         .executableTarget(name: "SweepBench", dependencies: [
-            "Delivery", "QueueRecord", "Reconciliation", "SMTPProtocol", "SmarthostConfig", "Spool",
+            "Delivery", "Operations", "QueueRecord", "Reconciliation", "SMTPProtocol", "SmarthostConfig", "Spool",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // What both command-line tools share: the --config option, errors, JSON output.

@@ -120,6 +120,13 @@ public actor QueueManager {
     var deferredSamples: [DeferredSample] = []
     /// Tenants and domains whose depth gauges were last set (set to 0 when they empty).
     var depthGaugeKeys: Set<DepthKey> = []
+    /// How long the last sampling pass took (ms); a long one spaces the next out.
+    var lastSampleCost: UInt64 = 0
+    /// The domains of those gauges, and the retry counters by domain label.
+    var gaugeDomains: Set<String> = []
+    var retryCounters: [String: Counter] = [:]
+    let bounceCounters = (hard: Counter(label: "smarthost_delivery_bounces_total", dimensions: [("kind", "hard")]),
+                          soft: Counter(label: "smarthost_delivery_bounces_total", dimensions: [("kind", "soft")]))
 
     private let recipientCounters = (
         delivered: Counter(label: "smarthost_delivery_recipients_total", dimensions: [("outcome", "delivered")]),

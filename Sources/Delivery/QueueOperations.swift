@@ -27,21 +27,29 @@ extension QueueManager {
         activity.record(RecentActivity.Key(tenant: entry.tenant, domain: entry.domain, pool: entry.pool),
                         delivered: delivered, deferred: deferred, bounced: bounced, expired: expired, now: now)
         if deferred > 0 {
-            Counter(label: "smarthost_delivery_retries_total", dimensions: [("domain", gaugeDomain(entry.domain))]).increment(by: deferred)
-            Counter(label: "smarthost_delivery_bounces_total", dimensions: [("kind", "soft")]).increment(by: deferred)
+            retryCounter(entry.domain).increment(by: deferred)
+            bounceCounters.soft.increment(by: deferred)
         }
-        if bounced > 0 { Counter(label: "smarthost_delivery_bounces_total", dimensions: [("kind", "hard")]).increment(by: bounced) }
+        if bounced > 0 { bounceCounters.hard.increment(by: bounced) }
     }
 
-    /// A domain as a metric label: the domains with depth gauges by name, the rest as `_other`.
-    private func gaugeDomain(_ domain: String) -> String {
-        depthGaugeKeys.contains { $0.domain == domain } ? domain : "_other"
+    /// Retries of a domain that has a depth gauge are counted under its name, the rest under
+    /// `_other` (a bounded label set); counters are made once per label.
+    private func retryCounter(_ domain: String) -> Counter {
+        let label = gaugeDomains.contains(domain) ? domain : "_other"
+        if let counter = retryCounters[label] { return counter }
+        let counter = Counter(label: "smarthost_delivery_retries_total", dimensions: [("domain", label)])
+        retryCounters[label] = counter
+        return counter
     }
 
-    /// Every `sampleInterval`: the deferred count for the trend, and the depth and oldest-age
-    /// gauges per tenant and domain (one pass over the entries).
+    /// Every `sampleInterval`, or less often when the queues are so long that one pass over
+    /// them would take more than 1% of the queue manager's time: the deferred count for the
+    /// trend, and the depth and oldest-age gauges per tenant and domain.
     func sampleIfDue(now: UInt64) {
-        guard now >= UInt64(deferredSamples.last?.at ?? 0) + Self.sampleInterval else { return }
+        guard now >= UInt64(deferredSamples.last?.at ?? 0) + max(Self.sampleInterval, 100 * lastSampleCost) else { return }
+        let started = ContinuousClock.now
+        defer { lastSampleCost = UInt64((ContinuousClock.now - started) / .milliseconds(1)) }
         deferredSamples.append(DeferredSample(at: Int64(now), deferred: queues.counts.deferred))
         let oldest = UInt64(activity.windowSeconds) * 1_000
         deferredSamples.removeAll { UInt64($0.at) + oldest < now }
@@ -66,6 +74,8 @@ extension QueueManager {
                 .record(Double(now - min(now, value.oldest)) / 1_000)
         }
         depthGaugeKeys = Set(exported.filter { $0.value.count > 0 }.keys)
+        gaugeDomains = Set(depthGaugeKeys.map(\.domain)).subtracting(["_other"])
+        retryCounters = retryCounters.filter { gaugeDomains.contains($0.key) || $0.key == "_other" }
     }
 
     // MARK: - Reading

@@ -10,7 +10,7 @@ struct RecentActivity: Sendable {
         var pool: String
     }
 
-    private struct Bucket: Sendable {
+    fileprivate struct Bucket: Sendable {
         var minute: UInt64
         var outcomes = RecentOutcomes()
     }
@@ -29,10 +29,9 @@ struct RecentActivity: Sendable {
 
     mutating func record(_ key: Key, delivered: Int = 0, deferred: Int = 0, bounced: Int = 0, expired: Int = 0, now: UInt64) {
         let minute = now / 60_000
-        var list = buckets[key, default: []].filter { $0.minute + windowMinutes > minute }
-        if list.last?.minute != minute { list.append(Bucket(minute: minute)) }
-        list[list.count - 1].outcomes.add(RecentOutcomes(delivered: delivered, deferred: deferred, bounced: bounced, expired: expired))
-        buckets[key] = list
+        buckets[key, default: []].withBuckets(minute: minute, window: windowMinutes) {
+            $0.add(RecentOutcomes(delivered: delivered, deferred: deferred, bounced: bounced, expired: expired))
+        }
         if delivered > 0 {
             deferringSince[key] = nil
         } else if deferred > 0, deferringSince[key] == nil {
@@ -41,10 +40,7 @@ struct RecentActivity: Sendable {
     }
 
     mutating func recordDSNFailure(now: UInt64) {
-        let minute = now / 60_000
-        dsnFailures.removeAll { $0.minute + windowMinutes <= minute }
-        if dsnFailures.last?.minute != minute { dsnFailures.append(Bucket(minute: minute)) }
-        dsnFailures[dsnFailures.count - 1].outcomes.bounced += 1
+        dsnFailures.withBuckets(minute: now / 60_000, window: windowMinutes) { $0.bounced += 1 }
         dsnFailuresTotal += 1
     }
 
@@ -69,5 +65,15 @@ struct RecentActivity: Sendable {
 
     func dsnFailuresRecent(now: UInt64) -> Int {
         dsnFailures.filter { $0.minute + windowMinutes > now / 60_000 }.reduce(0) { $0 + $1.outcomes.bounced }
+    }
+}
+
+extension [RecentActivity.Bucket] {
+    /// Adds to the bucket of `minute` (made when missing), after dropping the buckets that
+    /// left the window: in place, without copying the list on every outcome.
+    fileprivate mutating func withBuckets(minute: UInt64, window: UInt64, _ update: (inout RecentOutcomes) -> Void) {
+        if let first = self.first, first.minute + window <= minute { removeAll { $0.minute + window <= minute } }
+        if last?.minute != minute { append(RecentActivity.Bucket(minute: minute)) }
+        update(&self[count - 1].outcomes)
     }
 }

@@ -1,6 +1,7 @@
 import Delivery
 import Foundation
 import Logging
+import Operations
 import QueueRecord
 import Reconciliation
 import SMTPProtocol
@@ -11,7 +12,9 @@ import Spool
 /// spool with `messages` (default 1,000,000), queues all but 1% of them (due tomorrow, so
 /// nothing is sent), then sweeps while a probe asks the queue manager for its counts every
 /// millisecond: the sweep's duration and the longest the queue manager (which every
-/// connection goes through) had to wait are what it costs delivery. Prints one JSON line.
+/// connection goes through) had to wait are what it costs delivery. Then what an operator's
+/// `queue summary` and `queue list` cost over the same queues (each holds the queue manager
+/// for one pass over every entry). Prints one JSON line.
 @main
 struct SweepBench {
     static func main() async throws {
@@ -64,6 +67,12 @@ struct SweepBench {
 
         let first = try await measure(manager)
         let second = try await measure(manager)
+        let summaryStarted = ContinuousClock.now
+        let summary = try await manager.summary(QueueFilter())
+        let summaryMilliseconds = (ContinuousClock.now - summaryStarted) / .milliseconds(1)
+        let listStarted = ContinuousClock.now
+        let listing = await manager.listing(QueueFilter(domain: "d7.test"), limit: 100)
+        let listMilliseconds = (ContinuousClock.now - listStarted) / .milliseconds(1)
         let result: [String: Any] = [
             "messages": total, "planted_orphans": orphans, "fill_seconds": round(fillSeconds * 10) / 10,
             "sweep_ms": first.report.durationMilliseconds, "orphans_found": first.report.orphansFound,
@@ -71,6 +80,8 @@ struct SweepBench {
             "max_stall_ms": first.maxStall, "p99_stall_ms": first.p99Stall, "probes": first.probes,
             "second_sweep_ms": second.report.durationMilliseconds, "second_orphans_found": second.report.orphansFound,
             "second_max_stall_ms": second.maxStall, "rss_mib": residentMiB(),
+            "summary_ms": round(summaryMilliseconds), "summary_rows": summary.rows.count,
+            "list_ms": round(listMilliseconds), "list_matched": listing.matched,
         ]
         let json = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
         print(String(decoding: json, as: UTF8.self))
