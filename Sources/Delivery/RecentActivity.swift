@@ -18,6 +18,7 @@ struct RecentActivity: Sendable {
     let windowMinutes: UInt64
     private var buckets: [Key: [Bucket]] = [:]
     private var deferringSince: [Key: UInt64] = [:]
+    private var lastDelivered: [Key: UInt64] = [:]
     private var dsnFailures: [Bucket] = []
     private(set) var dsnFailuresTotal = 0
 
@@ -34,6 +35,7 @@ struct RecentActivity: Sendable {
         }
         if delivered > 0 {
             deferringSince[key] = nil
+            lastDelivered[key] = now
         } else if deferred > 0, deferringSince[key] == nil {
             deferringSince[key] = now
         }
@@ -53,11 +55,13 @@ struct RecentActivity: Sendable {
             guard !live.isEmpty else {
                 buckets[key] = nil
                 deferringSince[key] = nil
+                lastDelivered[key] = nil
                 continue
             }
             var total = RecentOutcomes()
             for bucket in live { total.add(bucket.outcomes) }
             total.deferringSince = deferringSince[key].map(Int64.init)
+            total.lastDeliveredAt = lastDelivered[key].map(Int64.init)
             result[key] = total
         }
         return result

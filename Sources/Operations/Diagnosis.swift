@@ -45,6 +45,8 @@ public struct Diagnosis: Codable, Sendable, Equatable {
     public var unanswered: [String: String]
     /// What was looked at: nodes, entries, attempts in the window.
     public var scope: String
+    /// What is not an incident but an operator should keep in mind (mail held by a pause).
+    public var notes: [String]
 
     public init(nodes: [NodeQueueSummary], unanswered: [String: String], thresholds: Thresholds = Thresholds(), now: Int64) {
         generatedAt = now
@@ -56,6 +58,8 @@ public struct Diagnosis: Codable, Sendable, Equatable {
         let attempts = nodes.reduce(0) { $0 + $1.rows.reduce(0) { $0 + $1.recent.attempts } }
         let window = nodes.map(\.windowSeconds).max() ?? 0
         scope = "\(nodes.count) delivery nodes, \(entries) queued entries, \(attempts) attempts in the last \(window / 60) minutes"
+        let paused = nodes.reduce(0) { $0 + $1.rows.reduce(0) { $0 + $1.paused } }
+        notes = paused > 0 ? ["\(paused) entries are held by an operator's pause (smarthostctl suspend list; queue resume ends it)"] : []
     }
 }
 
@@ -159,12 +163,16 @@ struct DiagnosisRules {
         }
         guard !backedUp.isEmpty else { return }
         let worst = backedUp.sorted { (Self.waiting($0.value), $1.key) > (Self.waiting($1.value), $0.key) }
-        if backedUp.count >= 2 && Double(backedUp.count) >= thresholds.allDestinationsShare * Double(active.count) {
+        // Flowing: a destination that delivered since the backed-up ones began failing (one
+        // that delivered before and has nothing queued now says nothing about now).
+        let trouble = backedUp.values.compactMap { $0.recent.deferringSince ?? $0.oldestReceivedAt }.min() ?? .min
+        let flowing = active.filter { backedUp[$0.key] == nil && ($0.value.recent.lastDeliveredAt ?? .min) >= trouble }
+        if backedUp.count >= 2 && Double(backedUp.count) >= thresholds.allDestinationsShare * Double(backedUp.count + flowing.count) {
             var all = QueueSummaryRow()
             for (_, row) in backedUp { all.add(row) }
             findings.append(Finding(
                 pattern: .allDestinationsSlow,
-                summary: "\(backedUp.count) of \(active.count) destinations are not taking mail: \(Self.waiting(all)) entries waiting",
+                summary: "\(backedUp.count) of \(backedUp.count + flowing.count) destinations with recent traffic are not taking mail: \(Self.waiting(all)) entries waiting",
                 evidence: ["destinations: " + worst.prefix(5).map { "\($0.key) (\(Self.waiting($0.value)) waiting, \($0.value.recent.delivered) delivered recently)" }.joined(separator: ", ")]
                     + Self.responseEvidence(all),
                 since: all.recent.deferringSince ?? all.oldestReceivedAt,
@@ -174,10 +182,9 @@ struct DiagnosisRules {
             return
         }
         for (domain, row) in worst.prefix(3) {
-            let healthy = active.count - backedUp.count
             findings.append(Finding(
                 pattern: .singleDestinationBackedUp,
-                summary: "\(domain): \(Self.waiting(row)) entries waiting, \(row.recent.delivered) delivered and \(Self.failures(row.recent)) failed recently; \(healthy) other destinations flowing",
+                summary: "\(domain): \(Self.waiting(row)) entries waiting, \(row.recent.delivered) delivered and \(Self.failures(row.recent)) failed recently; \(flowing.count) other destinations flowing",
                 evidence: ["\(domain): \(row.deferred) deferred, \(row.suspended - row.paused) suspended by a rule, \(row.ready) ready, \(row.scheduled) scheduled, \(row.held) held"]
                     + Self.responseEvidence(row),
                 since: row.recent.deferringSince ?? row.oldestReceivedAt,

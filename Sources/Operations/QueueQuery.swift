@@ -78,8 +78,9 @@ public struct QueueFilter: Codable, Sendable, Equatable {
 
     public func validate() throws(QueueRequestError) {
         for (name, value) in [("tenant", tenant), ("domain", domain), ("job", job), ("pool", pool)] {
-            if let value, value.isEmpty || value.count > 255 || value.contains(where: { $0.isWhitespace || $0.isNewline }) {
-                throw QueueRequestError("\(name) must be 1 to 255 characters without spaces, got \(value.prefix(40).debugDescription)")
+            if let value, value.isEmpty || value.count > 255
+                || value.unicodeScalars.contains(where: { $0.properties.isWhitespace || $0.properties.generalCategory == .control }) {
+                throw QueueRequestError("\(name) must be 1 to 255 characters without spaces or control characters, got \(value.prefix(40).debugDescription)")
             }
         }
         if let age = ageMinSeconds, age < 0 { throw QueueRequestError("age_min must not be negative") }

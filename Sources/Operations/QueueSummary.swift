@@ -22,13 +22,17 @@ public struct RecentOutcomes: Codable, Sendable, Equatable {
     public var expired = 0
     /// When the current run of deferrals began (ms); nil once a delivery succeeded since.
     public var deferringSince: Int64?
+    /// When the last delivery succeeded (ms).
+    public var lastDeliveredAt: Int64?
 
-    public init(delivered: Int = 0, deferred: Int = 0, bounced: Int = 0, expired: Int = 0, deferringSince: Int64? = nil) {
+    public init(delivered: Int = 0, deferred: Int = 0, bounced: Int = 0, expired: Int = 0, deferringSince: Int64? = nil,
+                lastDeliveredAt: Int64? = nil) {
         self.delivered = delivered
         self.deferred = deferred
         self.bounced = bounced
         self.expired = expired
         self.deferringSince = deferringSince
+        self.lastDeliveredAt = lastDeliveredAt
     }
 
     public var attempts: Int { delivered + deferred + bounced + expired }
@@ -39,6 +43,7 @@ public struct RecentOutcomes: Codable, Sendable, Equatable {
         bounced += other.bounced
         expired += other.expired
         deferringSince = [deferringSince, other.deferringSince].compactMap { $0 }.min()
+        lastDeliveredAt = [lastDeliveredAt, other.lastDeliveredAt].compactMap { $0 }.max()
     }
 }
 

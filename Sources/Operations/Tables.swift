@@ -74,7 +74,7 @@ extension [ListedEntry] {
             ["NODE", "ID", "TENANT", "JOB", "DOMAIN", "STATE", "ATTEMPTS", "AGE", "NEXT", "RECIPIENTS", "LAST RESPONSE"],
             map {
                 [$0.node, $0.id, $0.tenant, $0.job ?? "", $0.domain, $0.state.rawValue, "\($0.attempts)", TerminalTable.age(now - $0.receivedAt),
-                 $0.dueAt.map { $0 > now ? "in " + TerminalTable.age($0 - now) : "now" } ?? "-",
+                 $0.state == .suspended ? "when resumed" : $0.dueAt.map { $0 > now ? "in " + TerminalTable.age($0 - now) : "now" } ?? "-",
                  $0.recipients.count == 1 ? $0.recipients[0] : "\($0.recipients.count) recipients", $0.lastResponse ?? ""]
             }, width: width)
     }
@@ -83,6 +83,7 @@ extension [ListedEntry] {
 extension Diagnosis {
     public func text() -> String {
         var text = healthy ? "healthy: no incident pattern holds (\(scope))\n" : "\(findings.count) incident pattern(s) hold (\(scope))\n"
+        for note in notes { text += "note: \(note)\n" }
         for finding in findings {
             text += "\n\(finding.pattern.rawValue): \(finding.summary)\n"
             if let since = finding.since { text += "  since \(ReportFormat.time(since)) (\(TerminalTable.age(generatedAt - since)) ago)\n" }

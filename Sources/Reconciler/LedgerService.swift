@@ -20,17 +20,15 @@ public final class LedgerService: Service, Sendable {
         public var checkEvery: Duration
         /// The delivery nodes' admin token (the reconciler asks their spools).
         public var adminToken: String?
-        public var announcement: NodeAnnouncement
 
         public init(nodeID: String, ledgerDirectory: String, reportDirectory: String, unaccountedAfter: Duration, checkEvery: Duration,
-                    adminToken: String?, announcement: NodeAnnouncement) {
+                    adminToken: String?) {
             self.nodeID = nodeID
             self.ledgerDirectory = ledgerDirectory
             self.reportDirectory = reportDirectory
             self.unaccountedAfter = unaccountedAfter
             self.checkEvery = checkEvery
             self.adminToken = adminToken
-            self.announcement = announcement
         }
     }
 
@@ -61,7 +59,6 @@ public final class LedgerService: Service, Sendable {
             Task { await self.consumer.close() }
         }
         if let done = try? await store.checkpoint() { done.forEach { consumer.markDone($0) } }
-        try? await registry.leave(settings.nodeID)
     }
 
     /// Events → ledger; a record is marked done (its offset committable) only once a snapshot
@@ -90,14 +87,9 @@ public final class LedgerService: Service, Sendable {
 
     private func checkUntilCancelled() async {
         while !Task.isCancelled {
-            _ = try? await registry.heartbeat(settings.announcement, ttl: .seconds(3))
             let started = ContinuousClock.now
             _ = await check()
-            // Heartbeats keep the reconciler listed while it waits for the next check.
-            while !Task.isCancelled, ContinuousClock.now - started < settings.checkEvery {
-                try? await Task.sleep(for: min(.seconds(1), settings.checkEvery))
-                _ = try? await registry.heartbeat(settings.announcement, ttl: .seconds(3))
-            }
+            try? await Task.sleep(until: started + settings.checkEvery)
         }
     }
 

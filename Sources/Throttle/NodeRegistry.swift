@@ -1,5 +1,6 @@
 import Foundation
 import Redis
+import ServiceLifecycle
 import SmarthostConfig
 
 extension RedisClient.Configuration {
@@ -121,4 +122,29 @@ public struct NodeRegistry: Sendable {
         end
         return reply
         """)
+}
+
+/// Keeps a node listed in the registry while it runs (a heartbeat every second, a 3-second
+/// expiry) and takes it out when it stops: how an ingress node or the reconciler shows up in
+/// `smarthostctl nodes`. Delivery nodes heartbeat through their `ClusterThrottle`, which also
+/// learns the live nodes and adjustments from each beat. A Redis outage only delays the next
+/// beat; the node drops out of the list until Redis answers again.
+public struct RegistryPresence: Service {
+    let registry: NodeRegistry
+    let announcement: NodeAnnouncement
+
+    public init(registry: NodeRegistry, announcement: NodeAnnouncement) {
+        self.registry = registry
+        self.announcement = announcement
+    }
+
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                _ = try? await registry.heartbeat(announcement, ttl: .seconds(3))
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+        try? await registry.leave(announcement.id)
+    }
 }

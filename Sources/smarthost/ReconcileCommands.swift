@@ -38,7 +38,7 @@ struct ReconcilerCommand: AsyncParsableCommand {
                 settings: .init(nodeID: configuration.node.id, ledgerDirectory: reconciliation.ledgerDirectory,
                                 reportDirectory: reconciliation.reportDirectory ?? reconciliation.ledgerDirectory,
                                 unaccountedAfter: reconciliation.unaccountedAfter, checkEvery: reconciliation.ledgerEvery,
-                                adminToken: configuration.node.adminToken, announcement: announcement),
+                                adminToken: configuration.node.adminToken),
                 consumer: consumer, registry: NodeRegistry(redis: redis, keyPrefix: configuration.redis.keyPrefix))
         } catch {
             printError("\(file.config): reconciliation.ledger_dir: \(error)")
@@ -50,7 +50,10 @@ struct ReconcilerCommand: AsyncParsableCommand {
                                      adminToken: configuration.node.adminToken, admin: { await Self.route($0, service) }))
         logger.notice("reconciler starting", metadata: ["ledger": "\(reconciliation.ledgerDirectory)", "admin": "\(configuration.node.adminListen)"])
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: redis), .init(service: consumer), .init(service: service)],
+            services: [.init(service: redis), .init(service: consumer),
+                       .init(service: RegistryPresence(registry: NodeRegistry(redis: redis, keyPrefix: configuration.redis.keyPrefix),
+                                                       announcement: announcement)),
+                       .init(service: service)],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
         try? await http.close()

@@ -73,7 +73,11 @@ struct IngressCommand: AsyncParsableCommand {
         logger.notice("health, readiness and metrics", metadata: ["address": "\(configuration.node.adminListen)"])
         // Shut down in reverse order: the listeners stop accepting, then the producer flushes.
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: producer), .init(service: redis), .init(service: kafka), .init(service: node)],
+            services: [.init(service: producer), .init(service: redis), .init(service: kafka), .init(service: node),
+                       .init(service: RegistryPresence(
+                           registry: NodeRegistry(redis: redis, keyPrefix: configuration.redis.keyPrefix),
+                           announcement: NodeAnnouncement(id: configuration.node.id, role: "ingress", admin: configuration.node.adminListen.description,
+                                                          startedAt: Int64(MessageID.currentMilliseconds()), version: Smarthost.version)))],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
         try? await http.close()

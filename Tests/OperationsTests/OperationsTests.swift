@@ -14,6 +14,7 @@ import Testing
         (["domain": "a b.test"], "domain must be 1 to 255 characters without spaces"),
         (["pool": String(repeating: "p", count: 300)], "pool must be 1 to 255 characters without spaces"),
         (["job": "x\ny"], "job must be 1 to 255 characters without spaces"),
+        (["tenant": "ac\u{0}me"], "tenant must be 1 to 255 characters without spaces or control characters"),
     ])
     func badFilterQueriesAreRefused(_ query: [String: String], _ message: String) {
         #expect(throws: QueueRequestError.self) { try QueueFilter(query: query) }
@@ -65,14 +66,15 @@ import Testing
 
 func row(_ node: String, _ tenant: String, _ domain: String, pool: String = "default", deferred: Int = 0, ready: Int = 0,
          suspended: Int = 0, paused: Int = 0, received: Int64 = 1_000, delivered: Int = 0, failed: Int = 0, response: String? = nil,
-         nullSender: Int = 0) -> QueueSummaryRow {
+         nullSender: Int = 0, delivered_at: Int64 = 100_000) -> QueueSummaryRow {
     var row = QueueSummaryRow(node: node, tenant: tenant, domain: domain, pool: pool)
     row.deferred = deferred
     row.ready = ready
     row.suspended = suspended
     row.paused = paused
     row.oldestReceivedAt = received
-    row.recent = RecentOutcomes(delivered: delivered, deferred: failed, deferringSince: failed > 0 && delivered == 0 ? received : nil)
+    row.recent = RecentOutcomes(delivered: delivered, deferred: failed, deferringSince: failed > 0 && delivered == 0 ? received : nil,
+                                lastDeliveredAt: delivered > 0 ? delivered_at : nil)
     if let response {
         row.lastResponse = response
         row.lastResponseAt = received
@@ -146,6 +148,15 @@ func node(_ name: String, _ rows: [QueueSummaryRow], orphaned: Int = 0, samples:
         #expect(patterns(nodes) == [.allDestinationsSlow])
         #expect(patterns([node("d1", [row("d1", "acme", "a.test", deferred: 50, failed: 50)])]) == [.singleDestinationBackedUp],
                 "one destination only is pattern A")
+    }
+
+    @Test func destinationsThatDeliveredOnlyBeforeTheTroubleBeganDoNotCountAsFlowing() {
+        let failing = ["a.test", "b.test", "c.test"].map { row("d1", "acme", $0, deferred: 15, received: 50_000, failed: 15) }
+        let earlier = ["x.test", "y.test"].map { row("d1", "acme", $0, delivered: 90, delivered_at: 40_000) }
+        #expect(patterns([node("d1", failing + earlier)]) == [.allDestinationsSlow], "the sink went down after x and y delivered")
+        let stillFlowing = ["x.test", "y.test"].map { row("d1", "acme", $0, delivered: 90, delivered_at: 60_000) }
+        #expect(patterns([node("d1", failing + stillFlowing)]) == Array(repeating: .singleDestinationBackedUp, count: 3),
+                "x and y deliver while a, b and c fail: three destinations backed up, not all")
     }
 
     @Test func onePoolFailingWhileAnotherDeliversIsPatternE() throws {

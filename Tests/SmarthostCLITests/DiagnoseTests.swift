@@ -140,7 +140,7 @@ struct DiagnoseTests {
         try #require(failing, "every domain deferred; log:\n\(incident.log())")
         let (diagnosis, status, text) = try await incident.diagnose()
         #expect(status == 2 && diagnosis.findings.map(\.pattern) == [.allDestinationsSlow], "\(text)")
-        #expect(diagnosis.findings.first?.summary == "3 of 3 destinations are not taking mail: 60 entries waiting", "\(text)")
+        #expect(diagnosis.findings.first?.summary == "3 of 3 destinations with recent traffic are not taking mail: 60 entries waiting", "\(text)")
         #expect(diagnosis.findings.first?.evidence.contains { $0.contains("onnect") } == true, "the connection error is the evidence: \(text)")
     }
 

@@ -1,5 +1,6 @@
 import Events
 import Foundation
+import NodeHTTP
 import Operations
 import QueueRecord
 import Reconciliation
@@ -188,6 +189,27 @@ struct OperatorCLITests {
                           broker: rig.broker)
         let eightyDeferred = try await eventuallyAsync(.seconds(60)) { try await rig.summary().total.deferred == 80 }
         #expect(eightyDeferred, "80 deferred; logs:\n\(rig.logs())")
+        // Hostile requests to the admin API itself: a precise 400 each, and nothing changes.
+        let hostile: [(String, String, String, String)] = [
+            ("POST", "/admin/queue/delete", #"{"filter": {"domian": "bounce.test"}, "mode": "silent"}"#, "unknown filter key domian"),
+            ("POST", "/admin/queue/delete", #"{"filter": {}, "mode": "silent""#, "expected a JSON object"),
+            ("POST", "/admin/queue/delete", #"{"filter": {"domain": "bounce.test"}}"#, "a delete needs"),
+            ("POST", "/admin/queue/retry", #"{"filter": {}, "limit": -1}"#, "limit must be from 1 to 100000, got -1"),
+            ("POST", "/admin/queue/retry", #"{"filter": {}, "mode": "bounce"}"#, "unknown key mode"),
+            ("GET", "/admin/queue/messages?limit=0", "", "limit must be from 1 to 100000, got 0"),
+            ("GET", "/admin/queue/summary?state=gone", "", "state must be one of"),
+            ("GET", "/admin/queue/summary?tenant=%00", "", "tenant must be 1 to 255 characters"),
+        ]
+        for (method, path, body, refusal) in hostile {
+            let (status, answer) = try await AdminClient.request("127.0.0.1:\(rig.nodes[0].adminPort)", method: method, path: path,
+                                                                 token: DeliveryProcess.adminToken, body: Array(body.utf8))
+            let text = String(decoding: answer, as: UTF8.self)
+            #expect(status == 400 && text.contains("\"error\"") && text.contains(refusal), "\(method) \(path) \(body): \(status) \(text)")
+        }
+        let (unauthorized, _) = try await AdminClient.request("127.0.0.1:\(rig.nodes[0].adminPort)", method: "POST", path: "/admin/queue/delete",
+                                                              token: "wrong-token-0123456789", body: Array(#"{"filter": {}, "mode": "silent"}"#.utf8))
+        #expect(unauthorized == 401)
+        #expect(try await rig.summary().total.deferred == 80, "no hostile request changed anything")
         let dryRun = try await rig.ctl(["queue", "delete", "--bounce", "--domain", "bounce.test", "--dry-run"])
         #expect(dryRun.status == 0 && dryRun.errors.contains("40 entries to be deleted (bounce) on 2 nodes"), "\(dryRun.output)\(dryRun.errors)")
         let unconfirmed = try await rig.ctl(["queue", "delete", "--bounce", "--domain", "bounce.test"])
