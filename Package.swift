@@ -107,14 +107,15 @@ let package = Package(
         ]),
         // The ingress node: tenants, the Kafka sink, the listeners.
         .target(name: "Ingress", dependencies: [
-            "Credentials", "Events", "Kafka", "QueueRecord", "Redis", "SMTPProtocol", "SMTPServer", "SmarthostConfig", "Throttle",
+            "Credentials", "Events", "Kafka", "NodeHTTP", "QueueRecord", "Redis", "SMTPProtocol", "SMTPServer", "SmarthostConfig", "Throttle",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
-        // Each node's HTTP endpoint: /health, /ready, /metrics (the admin API joins it later).
+        // Each node's HTTP endpoint: /health, /ready, /metrics, and the admin API behind a token.
         .target(name: "NodeHTTP", dependencies: [
             "Observability",
             .product(name: "NIOCore", package: "swift-nio"),

@@ -136,9 +136,3 @@ public struct DeliveryAdmin: Sendable {
     }
 
 }
-
-extension AdminResponse {
-    static func json<T: Encodable>(_ value: T) -> AdminResponse {
-        AdminResponse(status: 200, body: ReportFormat.json(value))
-    }
-}

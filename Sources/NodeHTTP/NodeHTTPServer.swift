@@ -35,6 +35,14 @@ public struct AdminResponse: Sendable, Equatable {
     public static func error(_ status: Int, _ message: String) -> AdminResponse {
         AdminResponse(status: status, body: #"{"error":"# + JSON.string(message) + "}\n")
     }
+
+    /// A 200 with `value` as JSON: snake_case keys, sorted, indented (as every admin answer).
+    public static func json<T: Encodable>(_ value: T) -> AdminResponse {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        return AdminResponse(status: 200, body: String(decoding: (try? encoder.encode(value)) ?? Data("{}".utf8), as: UTF8.self) + "\n")
+    }
 }
 
 /// The admin routes of a node: nil means no such route (404).

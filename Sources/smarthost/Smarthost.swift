@@ -69,7 +69,10 @@ struct IngressCommand: AsyncParsableCommand {
             host: configuration.node.adminListen.host, port: configuration.node.adminListen.port,
             endpoints: NodeEndpoints(
                 notReadyReason: { node.isDraining ? "shutting down" : kafka.unreachableReason },
-                metrics: { Observability.prometheusText(registry) }))
+                metrics: { Observability.prometheusText(registry) }, adminToken: configuration.node.adminToken,
+                admin: { [admin = IngressAdmin(node: node, nodeID: configuration.node.id, kafkaProblem: { kafka.unreachableReason })] in
+                    await admin.handle($0)
+                }))
         logger.notice("health, readiness and metrics", metadata: ["address": "\(configuration.node.adminListen)"])
         // Shut down in reverse order: the listeners stop accepting, then the producer flushes.
         let group = ServiceGroup(configuration: .init(

@@ -1,6 +1,7 @@
 import ArgumentParser
 import CommandSupport
 import Foundation
+import NodeHTTP
 import Operations
 import Reconciliation
 import Redis
@@ -8,20 +9,45 @@ import SmarthostConfig
 import Throttle
 
 struct Nodes: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List the live nodes of the cluster from the registry in Redis.")
+    static let configuration = CommandConfiguration(
+        abstract: "List the live nodes of the cluster from the registry in Redis, and whether each says it is ready.")
 
     @OptionGroup var options: ClusterOptions
 
+    struct Row: Encodable {
+        var node: NodeAnnouncement
+        /// What the node's /ready answered: "ready", its reason for not being ready, or why it did not answer.
+        var ready: String
+    }
+
     func run() async throws {
         let cluster = try Cluster(options)
-        let nodes = try await cluster.liveNodes()
-        if options.json { return try printJSON(nodes.map(\.announcement)) }
-        let now = Int64(Date().timeIntervalSince1970 * 1_000)
-        print(ReportFormat.table(["NODE", "ROLE", "ADMIN", "VERSION", "UP FOR"], nodes.map {
-            let node = $0.announcement
-            return [node.id, node.role, node.admin, node.version, TerminalTable.age(now - node.startedAt)]
+        let nodes = try await cluster.liveNodes().map(\.announcement)
+        let rows = await withTaskGroup(of: Row.self) { group in
+            for node in nodes { group.addTask { Row(node: node, ready: await Self.readiness(node)) } }
+            var rows: [Row] = []
+            for await row in group { rows.append(row) }
+            return rows.sorted { $0.node.id < $1.node.id }
+        }
+        if options.json { return try printJSON(rows) }
+        let now = nowMilliseconds()
+        print(ReportFormat.table(["NODE", "ROLE", "ADMIN", "VERSION", "UP FOR", "READY"], rows.map {
+            [$0.node.id, $0.node.role, $0.node.admin, $0.node.version, TerminalTable.age(now - $0.node.startedAt), $0.ready]
         }), terminator: "")
-        print("\(nodes.count) live nodes")
+        print("\(rows.count) live nodes")
+    }
+
+    /// `GET /ready` (no token needed): "ready", the node's reason, or why it did not answer.
+    static func readiness(_ node: NodeAnnouncement) async -> String {
+        do {
+            let (status, body) = try await AdminClient.request(node.admin, path: "/ready", token: nil, timeout: .seconds(3))
+            if status == 200 { return "ready" }
+            struct NotReady: Decodable { var reason: String? }
+            let reason = (try? JSONDecoder().decode(NotReady.self, from: Data(body)))?.reason
+            return "not ready: \(reason ?? "status \(status)")"
+        } catch {
+            return "NOT ANSWERING: \(error)"
+        }
     }
 }
 

@@ -15,7 +15,7 @@ struct IngressProcess {
         let adminPort = try Loopback.freePort()
         let config = "\(directory)/cluster.yaml"
         try """
-            node: {id: \(name), log_format: json, admin_listen: "127.0.0.1:\(adminPort)"}
+            node: {id: \(name), log_format: json, admin_listen: "127.0.0.1:\(adminPort)", admin_token: \(DeliveryProcess.adminToken)}
             kafka: {brokers: ["\(broker.bootstrap)"], delivery_timeout: 5s}
             redis: {address: "127.0.0.1:\(redisPort)"}
             \(yaml)

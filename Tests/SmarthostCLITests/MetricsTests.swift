@@ -1,4 +1,5 @@
 import Foundation
+import NodeHTTP
 import Testing
 import TestSupport
 
@@ -144,6 +145,7 @@ struct MetricsTests {
                 && (metrics.value("smarthost_spool_messages") ?? 0) >= Double(deferred)
                 && metrics.value("smarthost_kafka_consumer_lag") == 0
                 && (metrics.value("smarthost_kafka_errors_total", #"role="consumer""#) ?? 0) >= 1
+                && metrics.value("smarthost_queue_depth", #"domain="inbox.test""#) == Double(deferred)
         }
         let ingressScrape = try await Self.scrape(ingress.adminPort, within: .seconds(30)) { metrics in
             (metrics.value("smarthost_kafka_produce_ack_seconds_count") ?? 0) >= Double(messages)
@@ -182,7 +184,29 @@ struct MetricsTests {
                     "the refusing bootstrap broker is reported: \(node.samples.filter { $0.name == "smarthost_kafka_errors_total" })")
             #expect((node.value("smarthost_kafka_produce_ack_seconds_count") ?? 0) >= Double(delivered + deferred), "events acknowledged")
             #expect(node.value("smarthost_delivery_recipients_total", #"outcome="delivered""#) == Double(delivered))
+            // The queue per tenant and domain (sampled every 15 s), retries and soft bounces.
+            #expect(node.value("smarthost_queue_depth", #"tenant="acme",domain="inbox.test""#) == Double(deferred)
+                    || node.value("smarthost_queue_depth", #"domain="inbox.test",tenant="acme""#) == Double(deferred),
+                    "\(node.samples.filter { $0.name == "smarthost_queue_depth" })")
+            #expect((node.value("smarthost_queue_oldest_age_seconds", #"inbox.test"#) ?? 0) > 0)
+            #expect((node.value("smarthost_delivery_retries_total") ?? 0) >= Double(deferred))
+            #expect((node.value("smarthost_delivery_bounces_total", #"kind="soft""#) ?? 0) >= Double(deferred))
+            #expect(node.value("smarthost_delivery_bounces_total", #"kind="hard""#) == 0)
         }
+        // smarthostctl finds all three nodes through the registry, each ready; the ingress
+        // node's own admin route answers behind the token.
+        let listed = try await runCommand(SmarthostCLITests.ctl, ["nodes", "--json", "--config", delivery.config])
+        #expect(listed.status == 0, "\(listed.errors)")
+        for (id, role) in [("metrics-ingress", "ingress"), ("metrics-delivery", "delivery"), ("metrics-reconciler", "reconciler")] {
+            #expect(listed.output.contains("\"id\" : \"\(id)\"") && listed.output.contains("\"role\" : \"\(role)\""), "\(listed.output)")
+        }
+        #expect(listed.output.components(separatedBy: "\"ready\" : \"ready\"").count - 1 == 3, "\(listed.output)")
+        let status = try await AdminClient.request("127.0.0.1:\(ingress.adminPort)", path: "/admin/ingress/status", token: DeliveryProcess.adminToken)
+        let statusText = String(decoding: status.body, as: UTF8.self)
+        #expect(status.status == 200 && statusText.contains("\"address\" : \"127.0.0.1:\(smtpPort)\"")
+                && statusText.contains("\"draining\" : false"), "\(statusText)")
+        let refused = try await AdminClient.request("127.0.0.1:\(ingress.adminPort)", path: "/admin/ingress/status?x=1", token: DeliveryProcess.adminToken)
+        #expect(refused.status == 400)
         if let reconciler = reconcilerScrape {
             #expect(reconciler.value("smarthost_kafka_consumer_lag") != nil)
             #expect(reconciler.value("smarthost_ledger_queued_recipients") != nil)

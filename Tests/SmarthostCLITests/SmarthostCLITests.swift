@@ -75,7 +75,7 @@ import TestSupport
         (["topics", "--config", "x.yaml", "--partitions", "0"], "--partitions must be between 1 and 10000"),
         (["topics", "--config", "x.yaml", "--partitions", "many"], "The value 'many' is invalid for '--partitions <partitions>'"),
         (["topics", "--config", "x.yaml", "--replication-factor", "99"], "--replication-factor must be between 1 and 16"),
-        (["reconcile", "report", "--config", "x.yaml"], "Unexpected argument 'reconcile'"),
+        (["reconcile"], "Unexpected argument 'reconcile'"),
         (["reconciler"], "Missing expected argument '--config <config>'"),
     ])
     func badArgumentsGetAClearErrorAndAUsageExitCode(_ arguments: [String], _ message: String) async throws {
