@@ -67,7 +67,7 @@ public struct DeliveryQueues: Sendable {
         }
     }
 
-    private struct Scheduled: Comparable, Sendable {
+    fileprivate struct Scheduled: Comparable, Sendable {
         var entry: QueueEntry
         var sequence: UInt64
 
@@ -79,13 +79,13 @@ public struct DeliveryQueues: Sendable {
 
     /// A scheduled queue keeps one heap per lane, so that a due transactional entry is not
     /// behind every due bulk entry of the same tenant, job and domain.
-    private struct ScheduledQueue: Sendable {
+    fileprivate struct ScheduledQueue: Sendable {
         var lanes: [Heap<Scheduled>] = Array(repeating: Heap(), count: AcceptedMessage.Lane.allCases.count)
 
         var isEmpty: Bool { lanes.allSatisfy(\.isEmpty) }
     }
 
-    private struct ReadyQueue: Sendable {
+    fileprivate struct ReadyQueue: Sendable {
         var lanes: [Deque<QueueEntry>] = Array(repeating: [], count: AcceptedMessage.Lane.allCases.count)
         var count = 0
 
@@ -227,10 +227,11 @@ public struct DeliveryQueues: Sendable {
     /// Takes up to `limit` entries that `selected` picks out of the scheduled queues, the ready
     /// queues and the held set into flight, for an operator's retry or delete: the caller
     /// records what becomes of each and lands it. Entries in flight or in limbo stay where
-    /// they are (their outcome is being recorded).
-    public mutating func takeMatching(limit: Int, _ selected: (QueueEntry, EntryState) -> Bool) -> [QueueEntry] {
+    /// they are (their outcome is being recorded). `include` skips whole scheduled queues.
+    public mutating func takeMatching(limit: Int, in include: (ScheduledQueueName) -> Bool = { _ in true },
+                                      _ selected: (QueueEntry, EntryState) -> Bool) -> [QueueEntry] {
         var taken: [QueueEntry] = []
-        for name in Array(scheduled.keys) where taken.count < limit {
+        for name in Array(scheduled.keys) where taken.count < limit && include(name) {
             for lane in AcceptedMessage.Lane.allCases where taken.count < limit {
                 guard let heap = scheduled[name]?.lanes[lane.index] else { continue }
                 var kept: [Scheduled] = []
@@ -406,15 +407,33 @@ public struct DeliveryQueues: Sendable {
         counts.held = 0
     }
 
-    /// Every entry, with where it is: for views, the reconciler and tests.
-    public func forEachEntry(_ body: (QueueEntry, EntryState) -> Void) {
-        for queue in scheduled.values {
-            for heap in queue.lanes { for item in heap.unordered { body(item.entry, .scheduled) } }
+    /// Every entry, with where it is: for views, the reconciler and tests. `include` skips
+    /// whole scheduled queues (the other places are visited whole).
+    public func forEachEntry(in include: (ScheduledQueueName) -> Bool = { _ in true }, _ body: (QueueEntry, EntryState) -> Void) {
+        contents.forEachEntry(in: include, body)
+    }
+
+    /// The queues and sets without the indexes, as a value to read elsewhere: a pass over it
+    /// off the queue manager holds up nothing, and what the manager changes meanwhile copies
+    /// only the queues it touches (not the per-entry indexes, which the copy leaves out).
+    public var contents: Contents { Contents(scheduled: scheduled, ready: ready, inFlight: inFlight, held: held, limbo: limbo) }
+
+    public struct Contents: Sendable {
+        fileprivate let scheduled: [ScheduledQueueName: ScheduledQueue]
+        fileprivate let ready: [SiteKey: ReadyQueue]
+        fileprivate let inFlight: [QueueEntry.Key: QueueEntry]
+        fileprivate let held: [QueueEntry.Key: Parked]
+        fileprivate let limbo: [QueueEntry.Key: Parked]
+
+        public func forEachEntry(in include: (ScheduledQueueName) -> Bool = { _ in true }, _ body: (QueueEntry, EntryState) -> Void) {
+            for (name, queue) in scheduled where include(name) {
+                for heap in queue.lanes { for item in heap.unordered { body(item.entry, .scheduled) } }
+            }
+            for queue in ready.values { for lane in queue.lanes { for entry in lane { body(entry, .ready) } } }
+            for entry in inFlight.values { body(entry, .inFlight) }
+            for parked in held.values { body(parked.entry, .held) }
+            for parked in limbo.values { body(parked.entry, .limbo) }
         }
-        for queue in ready.values { for lane in queue.lanes { for entry in lane { body(entry, .ready) } } }
-        for entry in inFlight.values { body(entry, .inFlight) }
-        for parked in held.values { body(parked.entry, .held) }
-        for parked in limbo.values { body(parked.entry, .limbo) }
     }
 
     public var heldEntries: [Parked] { Array(held.values) }

@@ -120,8 +120,10 @@ public actor QueueManager {
     var deferredSamples: [DeferredSample] = []
     /// Tenants and domains whose depth gauges were last set (set to 0 when they empty).
     var depthGaugeKeys: Set<DepthKey> = []
-    /// How long the last sampling pass took (ms); a long one spaces the next out.
-    var lastSampleCost: UInt64 = 0
+    /// A count of the depth gauges is running off the actor; when the last began, what it took (ms).
+    var countingDepths = false
+    var lastDepthCount: UInt64 = 0
+    var lastDepthCost: UInt64 = 0
     /// The domains of those gauges, and the retry counters by domain label.
     var gaugeDomains: Set<String> = []
     var retryCounters: [String: Counter] = [:]

@@ -1,9 +1,11 @@
+import DNS
 import DSN
 import Events
 import Metrics
 import Operations
 import QueueRecord
 import SMTPProtocol
+import Throttle
 
 /// A tenant and domain whose depth and oldest age are exported as gauges.
 struct DepthKey: Hashable, Sendable {
@@ -43,22 +45,41 @@ extension QueueManager {
         return counter
     }
 
-    /// Every `sampleInterval`, or less often when the queues are so long that one pass over
-    /// them would take more than 1% of the queue manager's time: the deferred count for the
-    /// trend, and the depth and oldest-age gauges per tenant and domain.
+    /// Every `sampleInterval`: the deferred count for the trend; and the depth and oldest-age
+    /// gauges per tenant and domain, counted off the actor over a snapshot of the queues (a
+    /// copy-on-write value: taking it costs nothing, the pass holds up no connection).
     func sampleIfDue(now: UInt64) {
-        guard now >= UInt64(deferredSamples.last?.at ?? 0) + max(Self.sampleInterval, 100 * lastSampleCost) else { return }
-        let started = ContinuousClock.now
-        defer { lastSampleCost = UInt64((ContinuousClock.now - started) / .milliseconds(1)) }
+        guard now >= UInt64(deferredSamples.last?.at ?? 0) + Self.sampleInterval else { return }
         deferredSamples.append(DeferredSample(at: Int64(now), deferred: queues.counts.deferred))
         let oldest = UInt64(activity.windowSeconds) * 1_000
         deferredSamples.removeAll { UInt64($0.at) + oldest < now }
+        // A long pass (a million entries: most of a second) is made less often, at most 1% of the time.
+        guard !countingDepths, now >= lastDepthCount + max(Self.sampleInterval, 100 * lastDepthCost) else { return }
+        countingDepths = true
+        lastDepthCount = now
+        let snapshot = queues.contents
+        Task {
+            let started = ContinuousClock.now
+            let depths = await Self.depths(snapshot)
+            self.exportDepths(depths, now: now, cost: UInt64((ContinuousClock.now - started) / .milliseconds(1)))
+        }
+    }
+
+    /// Entries and the oldest reception per tenant and domain.
+    @concurrent
+    private nonisolated static func depths(_ queues: DeliveryQueues.Contents) async -> [DepthKey: (count: Int, oldest: UInt64)] {
         var depth: [DepthKey: (count: Int, oldest: UInt64)] = [:]
         queues.forEachEntry { entry, _ in
             let key = DepthKey(tenant: entry.tenant, domain: entry.domain)
             let current = depth[key] ?? (0, .max)
             depth[key] = (current.count + 1, min(current.oldest, entry.receivedAt))
         }
+        return depth
+    }
+
+    private func exportDepths(_ depth: [DepthKey: (count: Int, oldest: UInt64)], now: UInt64, cost: UInt64) {
+        countingDepths = false
+        lastDepthCost = cost
         let deepest = depth.sorted { $0.value.count > $1.value.count }
         var exported: [DepthKey: (count: Int, oldest: UInt64)] = [:]
         for (index, (key, value)) in deepest.enumerated() {
@@ -80,62 +101,47 @@ extension QueueManager {
 
     // MARK: - Reading
 
-    /// Where an entry is, in the operator's words: a scheduled entry is `suspended` while a
-    /// pause or suspension covers it, `deferred` once attempted, else `scheduled`.
-    func operatorState(_ entry: QueueEntry, _ state: DeliveryQueues.EntryState, now: UInt64) -> QueueState {
-        switch state {
-        case .ready: return .ready
-        case .inFlight: return .inFlight
-        case .held: return .held
-        case .limbo: return .limbo
-        case .scheduled:
-            if suspension(of: entry, now: now) != nil { return .suspended }
-            return entry.attempts > 0 ? .deferred : .scheduled
-        }
-    }
-
-    /// Who suspended an entry's traffic.
-    enum Suspender {
-        /// An operator's pause (`queue pause`, or an adjustment set by hand).
-        case `operator`
-        /// A response or traffic shaping rule: the destination asked us to back off.
-        case rule
-    }
-
-    /// What covers the entry now: a cluster-wide pause or suspension, or a response rule's
-    /// suspension of its site (as last routed; an unrouted domain matches no site selector).
-    func suspension(of entry: QueueEntry, now: UInt64) -> Suspender? {
-        let site = siteName(of: entry.domain)
-        if let adjustment = throttle?.suspension(pool: entry.pool, site: site ?? "", domain: entry.domain, tenant: entry.tenant),
-           adjustment.until > now {
-            return adjustment.setBy == "operator" ? .operator : .rule
-        }
-        if let site, let until = suspended[SiteKey(pool: entry.pool, site: Site(name: site))]?.until, until > now { return .rule }
-        return nil
-    }
-
-    /// The site a domain was last routed to, if known.
-    private func siteName(of domain: String) -> String? {
-        if let hop = staticRoutes.nextHop(domain: domain) { return Site(hop).name }
-        if case .hosts(let name, _) = mailRoutes[domain]?.result { return name }
-        return nil
+    /// How an operator sees entries now, from a copy of what this actor knows.
+    func classifier() -> EntryClassifier {
+        EntryClassifier(now: clock(), throttle: throttle, ruleSuspensions: suspended.mapValues(\.until), staticRoutes: staticRoutes,
+                        mailRoutes: mailRoutes)
     }
 
     /// The node's queues by tenant, domain and pool, for the entries `filter` selects, with
-    /// the recent outcomes of each (`GET /admin/queue/summary`).
+    /// the recent outcomes of each (`GET /admin/queue/summary`). The pass over the entries runs
+    /// off the actor, over a snapshot.
     public func summary(_ filter: QueueFilter) async throws -> NodeQueueSummary {
         let spooled = try await spool.pendingCount()
-        let now = clock()
+        let classifier = classifier()
+        let (snapshot, queued, deferred) = (queues.contents, queues.queuedMessages, queues.counts.deferred)
+        var rows = await Self.summarize(snapshot, classifier, filter, node: settings.nodeID)
+        let now = classifier.now
+        // Outcomes count for every key the filter's tenant, domain and pool select (not its
+        // job, age or state, which outcomes do not have).
+        for (key, outcomes) in activity.outcomes(now: now)
+        where filter.matches(tenant: key.tenant, domain: key.domain, job: filter.job, pool: key.pool) {
+            rows[key, default: QueueSummaryRow(node: settings.nodeID, tenant: key.tenant, domain: key.domain, pool: key.pool)].recent = outcomes
+        }
+        return NodeQueueSummary(
+            node: settings.nodeID, generatedAt: Int64(now), windowSeconds: activity.windowSeconds,
+            rows: rows.values.sorted { ($0.tenant ?? "", $0.domain ?? "", $0.pool ?? "") < ($1.tenant ?? "", $1.domain ?? "", $1.pool ?? "") },
+            spooledMessages: spooled, queuedMessages: queued, orphanedMessages: max(0, spooled - queued),
+            deferredSamples: deferredSamples + [DeferredSample(at: Int64(now), deferred: deferred)],
+            dsnFailuresRecent: activity.dsnFailuresRecent(now: now), dsnFailuresTotal: activity.dsnFailuresTotal)
+    }
+
+    @concurrent
+    private nonisolated static func summarize(_ queues: DeliveryQueues.Contents, _ classifier: EntryClassifier, _ filter: QueueFilter,
+                                              node: String) async -> [RecentActivity.Key: QueueSummaryRow] {
         var rows: [RecentActivity.Key: QueueSummaryRow] = [:]
         var texts: [RecentActivity.Key: [String: Int]] = [:]
-        queues.forEachEntry { entry, raw in
-            let state = operatorState(entry, raw, now: now)
-            guard filter.matches(tenant: entry.tenant, domain: entry.domain, job: entry.job, pool: entry.pool,
-                                 receivedAt: entry.receivedAt, state: state, now: now) else { return }
+        queues.forEachEntry(in: filter.mayMatch) { entry, raw in
+            let state = classifier.state(entry, raw)
+            guard classifier.matches(filter, entry, state) else { return }
             let key = RecentActivity.Key(tenant: entry.tenant, domain: entry.domain, pool: entry.pool)
-            var row = rows[key] ?? QueueSummaryRow(node: settings.nodeID, tenant: key.tenant, domain: key.domain, pool: key.pool)
+            var row = rows[key] ?? QueueSummaryRow(node: node, tenant: key.tenant, domain: key.domain, pool: key.pool)
             row[state] += 1
-            if state == .suspended, suspension(of: entry, now: now) == .operator { row.paused += 1 }
+            if state == .suspended, classifier.suspension(of: entry) == .operator { row.paused += 1 }
             row.oldestReceivedAt = min(row.oldestReceivedAt ?? .max, Int64(entry.receivedAt))
             if entry.sender == nil { row.nullSender += 1 }
             if let response = entry.lastResponse, let at = entry.lastResponseAt {
@@ -147,72 +153,75 @@ extension QueueManager {
             }
             rows[key] = row
         }
-        // Outcomes count for every key the filter's tenant, domain and pool select (not its
-        // job, age or state, which outcomes do not have).
-        for (key, outcomes) in activity.outcomes(now: now)
-        where filter.matches(tenant: key.tenant, domain: key.domain, job: filter.job, pool: key.pool) {
-            rows[key, default: QueueSummaryRow(node: settings.nodeID, tenant: key.tenant, domain: key.domain, pool: key.pool)].recent = outcomes
-        }
         for (key, counts) in texts { rows[key]?.responses = ResponseCount.top(counts, QueueSummaryRow.responsesKept) }
-        let queued = queues.queuedMessages
-        return NodeQueueSummary(
-            node: settings.nodeID, generatedAt: Int64(now), windowSeconds: activity.windowSeconds,
-            rows: rows.values.sorted { ($0.tenant ?? "", $0.domain ?? "", $0.pool ?? "") < ($1.tenant ?? "", $1.domain ?? "", $1.pool ?? "") },
-            spooledMessages: spooled, queuedMessages: queued, orphanedMessages: max(0, spooled - queued),
-            deferredSamples: deferredSamples + [DeferredSample(at: Int64(now), deferred: queues.counts.deferred)],
-            dsnFailuresRecent: activity.dsnFailuresRecent(now: now), dsnFailuresTotal: activity.dsnFailuresTotal)
+        return rows
     }
 
-    /// The oldest entries `filter` selects, up to `limit` (`GET /admin/queue/messages`).
-    public func listing(_ filter: QueueFilter, limit: Int) -> NodeQueueListing {
-        let now = clock()
-        var matched: [ListedEntry] = []
-        queues.forEachEntry { entry, raw in
-            let state = operatorState(entry, raw, now: now)
-            guard filter.matches(tenant: entry.tenant, domain: entry.domain, job: entry.job, pool: entry.pool,
-                                 receivedAt: entry.receivedAt, state: state, now: now) else { return }
-            let due = [.scheduled, .deferred, .suspended].contains(state) ? Int64(entry.dueAt) : nil
-            matched.append(ListedEntry(node: settings.nodeID, id: entry.id.text, tenant: entry.tenant, job: entry.job, domain: entry.domain,
-                                       pool: entry.pool, sender: entry.sender?.description ?? "", recipients: entry.recipients.map(\.description),
-                                       state: state, attempts: entry.attempts, receivedAt: Int64(entry.receivedAt), dueAt: due,
-                                       lastResponse: entry.lastResponse))
+    /// The oldest entries `filter` selects, up to `limit` (`GET /admin/queue/messages`),
+    /// found off the actor over a snapshot.
+    public func listing(_ filter: QueueFilter, limit: Int) async -> NodeQueueListing {
+        await Self.list(queues.contents, classifier(), filter, limit: limit, node: settings.nodeID)
+    }
+
+    @concurrent
+    private nonisolated static func list(_ queues: DeliveryQueues.Contents, _ classifier: EntryClassifier, _ filter: QueueFilter, limit: Int,
+                                         node: String) async -> NodeQueueListing {
+        var matched: [(entry: QueueEntry, state: QueueState)] = []
+        queues.forEachEntry(in: filter.mayMatch) { entry, raw in
+            let state = classifier.state(entry, raw)
+            if classifier.matches(filter, entry, state) { matched.append((entry, state)) }
         }
-        let oldest = matched.sorted { ($0.receivedAt, $0.id, $0.domain) < ($1.receivedAt, $1.id, $1.domain) }.prefix(limit)
-        return NodeQueueListing(node: settings.nodeID, matched: matched.count, entries: Array(oldest))
+        let oldest = matched.sorted { ($0.entry.receivedAt, $0.entry.id.text, $0.entry.domain) < ($1.entry.receivedAt, $1.entry.id.text, $1.entry.domain) }
+            .prefix(limit)
+        return NodeQueueListing(node: node, matched: matched.count, entries: oldest.map { entry, state in
+            ListedEntry(node: node, id: entry.id.text, tenant: entry.tenant, job: entry.job, domain: entry.domain, pool: entry.pool,
+                        sender: entry.sender?.description ?? "", recipients: entry.recipients.map(\.description), state: state,
+                        attempts: entry.attempts, receivedAt: Int64(entry.receivedAt),
+                        dueAt: [.scheduled, .deferred, .suspended].contains(state) ? Int64(entry.dueAt) : nil, lastResponse: entry.lastResponse)
+        })
     }
 
     // MARK: - Changing
 
-    /// Counts the entries `filter` selects by state, and which of them an action may take.
-    private func select(_ filter: QueueFilter, now: UInt64, takeable: Set<QueueState>)
-        -> (matched: Int, skipped: [String: Int], picks: (QueueEntry, DeliveryQueues.EntryState) -> Bool) {
+    /// Counts the entries `filter` selects, off the actor over a snapshot, and those an action
+    /// leaves alone (by state).
+    @concurrent
+    private nonisolated static func count(_ queues: DeliveryQueues.Contents, _ classifier: EntryClassifier, _ filter: QueueFilter,
+                                          takeable: Set<QueueState>) async -> (matched: Int, skipped: [String: Int]) {
         var matched = 0
         var skipped: [String: Int] = [:]
-        let picks = { (entry: QueueEntry, raw: DeliveryQueues.EntryState) -> Bool in
-            let state = self.operatorState(entry, raw, now: now)
-            return takeable.contains(state) && filter.matches(tenant: entry.tenant, domain: entry.domain, job: entry.job, pool: entry.pool,
-                                                              receivedAt: entry.receivedAt, state: state, now: now)
-        }
-        queues.forEachEntry { entry, raw in
-            let state = operatorState(entry, raw, now: now)
-            guard filter.matches(tenant: entry.tenant, domain: entry.domain, job: entry.job, pool: entry.pool,
-                                 receivedAt: entry.receivedAt, state: state, now: now) else { return }
+        queues.forEachEntry(in: filter.mayMatch) { entry, raw in
+            let state = classifier.state(entry, raw)
+            guard classifier.matches(filter, entry, state) else { return }
             matched += 1
             if !takeable.contains(state) { skipped[state.rawValue, default: 0] += 1 }
         }
-        return (matched, skipped, picks)
+        return (matched, skipped)
+    }
+
+    /// Counts, then (unless a dry run) takes up to the request's limit into flight: only the
+    /// scheduled queues the filter can match are visited.
+    private func select(_ request: QueueActionRequest, takeable: Set<QueueState>) async
+        -> (matched: Int, skipped: [String: Int], taken: [QueueEntry]) {
+        let (matched, skipped) = await Self.count(queues.contents, classifier(), request.filter, takeable: takeable)
+        guard request.dryRun != true else { return (matched, skipped, []) }
+        let classifier = classifier()
+        let taken = queues.takeMatching(limit: request.limit ?? .max, in: request.filter.mayMatch) { entry, raw in
+            let state = classifier.state(entry, raw)
+            return takeable.contains(state) && classifier.matches(request.filter, entry, state)
+        }
+        return (matched, skipped, taken)
     }
 
     /// Makes the selected entries due now (scheduled, deferred and held ones; a pause is not
     /// overridden, in-flight ones are left alone) and ends the connection backoff of their
     /// sites, so that they go at once (`POST /admin/queue/retry`).
-    public func retry(_ request: QueueActionRequest) -> QueueActionResult {
-        let now = clock()
-        let (matched, skipped, picks) = select(request.filter, now: now, takeable: [.scheduled, .deferred, .held])
+    public func retry(_ request: QueueActionRequest) async -> QueueActionResult {
+        let (matched, skipped, taken) = await select(request, takeable: [.scheduled, .deferred, .held])
         guard request.dryRun != true else {
             return QueueActionResult(node: settings.nodeID, matched: matched, affected: 0, recipients: 0, skipped: skipped, failed: 0)
         }
-        let taken = queues.takeMatching(limit: request.limit ?? .max, picks)
+        let now = clock()
         var domains: Set<String> = []
         for var entry in taken {
             queues.land(entry.key)
@@ -241,12 +250,11 @@ extension QueueManager {
     /// else (`silent`). The entries are in flight while the spool records it; an entry whose
     /// record fails goes to limbo, like any outcome that could not be recorded.
     public func delete(_ request: QueueActionRequest) async -> QueueActionResult {
-        let now = clock()
-        let (matched, skipped, picks) = select(request.filter, now: now, takeable: [.scheduled, .deferred, .suspended, .ready, .held])
+        let (matched, skipped, taken) = await select(request, takeable: [.scheduled, .deferred, .suspended, .ready, .held])
         guard request.dryRun != true else {
             return QueueActionResult(node: settings.nodeID, matched: matched, affected: 0, recipients: 0, skipped: skipped, failed: 0)
         }
-        let taken = queues.takeMatching(limit: request.limit ?? .max, picks)
+        let now = clock()
         let mode = request.mode ?? .silent
         let failed = await withTaskGroup(of: Bool.self) { group in
             for entry in taken { group.addTask { await self.deleteTaken(entry, mode: mode, now: now) } }
@@ -290,5 +298,69 @@ extension QueueManager {
             logger.error("could not record an operator's delete; entry kept in limbo", metadata: ["id": "\(entry.id)", "error": "\(error)"])
             return false
         }
+    }
+}
+
+/// How an operator sees an entry (`QueueState`, who suspended it), from a copy of what the
+/// queue manager knew at `now`: the suspensions in force and the routes. Sendable, so that a
+/// pass over a snapshot of the queues runs off the queue manager.
+struct EntryClassifier: Sendable {
+    let now: UInt64
+    let throttle: ClusterThrottle?
+    /// Sites a response rule suspended, until when.
+    let ruleSuspensions: [SiteKey: UInt64]
+    let staticRoutes: StaticRoutes
+    let mailRoutes: [String: MailRoute]
+
+    /// A scheduled entry is `suspended` while a pause or suspension covers it, `deferred` once
+    /// attempted, else `scheduled`.
+    func state(_ entry: QueueEntry, _ raw: DeliveryQueues.EntryState) -> QueueState {
+        switch raw {
+        case .ready: .ready
+        case .inFlight: .inFlight
+        case .held: .held
+        case .limbo: .limbo
+        case .scheduled: suspension(of: entry) != nil ? .suspended : entry.attempts > 0 ? .deferred : .scheduled
+        }
+    }
+
+    func matches(_ filter: QueueFilter, _ entry: QueueEntry, _ state: QueueState) -> Bool {
+        filter.matches(tenant: entry.tenant, domain: entry.domain, job: entry.job, pool: entry.pool, receivedAt: entry.receivedAt,
+                       state: state, now: now)
+    }
+
+    /// Who suspended an entry's traffic.
+    enum Suspender {
+        /// An operator's pause (`queue pause`, or an adjustment set by hand).
+        case `operator`
+        /// A response or traffic shaping rule: the destination asked us to back off.
+        case rule
+    }
+
+    /// What covers the entry now: a cluster-wide pause or suspension, or a response rule's
+    /// suspension of its site (as last routed; an unrouted domain matches no site selector).
+    func suspension(of entry: QueueEntry) -> Suspender? {
+        let site = siteName(of: entry.domain)
+        if let adjustment = throttle?.suspension(pool: entry.pool, site: site ?? "", domain: entry.domain, tenant: entry.tenant),
+           adjustment.until > now {
+            return adjustment.setBy == "operator" ? .operator : .rule
+        }
+        if let site, let until = ruleSuspensions[SiteKey(pool: entry.pool, site: Site(name: site))], until > now { return .rule }
+        return nil
+    }
+
+    /// The site a domain was last routed to, if known.
+    private func siteName(of domain: String) -> String? {
+        if let hop = staticRoutes.nextHop(domain: domain) { return Site(hop).name }
+        if case .hosts(let name, _) = mailRoutes[domain]?.result { return name }
+        return nil
+    }
+}
+
+extension QueueFilter {
+    /// Whether entries of this scheduled queue can match (its tenant, job and domain), so that
+    /// a pass skips the queues that cannot.
+    func mayMatch(_ queue: ScheduledQueueName) -> Bool {
+        (tenant == nil || tenant == queue.tenant) && (domain == nil || domain == queue.domain) && (job == nil || job == queue.job)
     }
 }

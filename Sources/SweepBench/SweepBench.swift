@@ -13,8 +13,8 @@ import Spool
 /// nothing is sent), then sweeps while a probe asks the queue manager for its counts every
 /// millisecond: the sweep's duration and the longest the queue manager (which every
 /// connection goes through) had to wait are what it costs delivery. Then what an operator's
-/// `queue summary` and `queue list` cost over the same queues (each holds the queue manager
-/// for one pass over every entry). Prints one JSON line.
+/// `queue summary` and `queue list` cost over the same queues, and what the queue manager waits
+/// meanwhile (their pass runs over a snapshot, off the actor). Prints one JSON line.
 @main
 struct SweepBench {
     static func main() async throws {
@@ -67,12 +67,8 @@ struct SweepBench {
 
         let first = try await measure(manager)
         let second = try await measure(manager)
-        let summaryStarted = ContinuousClock.now
-        let summary = try await manager.summary(QueueFilter())
-        let summaryMilliseconds = (ContinuousClock.now - summaryStarted) / .milliseconds(1)
-        let listStarted = ContinuousClock.now
-        let listing = await manager.listing(QueueFilter(domain: "d7.test"), limit: 100)
-        let listMilliseconds = (ContinuousClock.now - listStarted) / .milliseconds(1)
+        let summary = try await probed(manager) { try await manager.summary(QueueFilter()) }
+        let listing = try await probed(manager) { await manager.listing(QueueFilter(domain: "d7.test"), limit: 100) }
         let result: [String: Any] = [
             "messages": total, "planted_orphans": orphans, "fill_seconds": round(fillSeconds * 10) / 10,
             "sweep_ms": first.report.durationMilliseconds, "orphans_found": first.report.orphansFound,
@@ -80,8 +76,8 @@ struct SweepBench {
             "max_stall_ms": first.maxStall, "p99_stall_ms": first.p99Stall, "probes": first.probes,
             "second_sweep_ms": second.report.durationMilliseconds, "second_orphans_found": second.report.orphansFound,
             "second_max_stall_ms": second.maxStall, "rss_mib": residentMiB(),
-            "summary_ms": round(summaryMilliseconds), "summary_rows": summary.rows.count,
-            "list_ms": round(listMilliseconds), "list_matched": listing.matched,
+            "summary_ms": summary.milliseconds, "summary_rows": summary.value.rows.count, "summary_max_stall_ms": summary.maxStall,
+            "list_ms": listing.milliseconds, "list_matched": listing.value.matched, "list_max_stall_ms": listing.maxStall,
         ]
         let json = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
         print(String(decoding: json, as: UTF8.self))
@@ -97,8 +93,24 @@ struct SweepBench {
 
     /// One sweep, with a probe measuring how long each call into the queue manager waits.
     static func measure(_ manager: QueueManager) async throws -> Measured {
-        let sweep = Task { await manager.sweep(trigger: "bench", grace: .zero) }
-        var stalls: [Double] = []
+        let sweep = try await probed(manager) { await manager.sweep(trigger: "bench", grace: .zero) }
+        return Measured(report: sweep.value, maxStall: sweep.maxStall, p99Stall: sweep.p99Stall, probes: sweep.probes)
+    }
+
+    struct Probed<Value> {
+        var value: Value
+        var milliseconds: Double
+        var maxStall: Double
+        var p99Stall: Double
+        var probes: Int
+    }
+
+    /// Runs `operation` while a probe calls into the queue manager every millisecond (what a
+    /// connection asking for its next message does) and measures how long each call waits.
+    static func probed<Value: Sendable>(_ manager: QueueManager, _ operation: @escaping @Sendable () async throws -> Value) async throws
+        -> Probed<Value> {
+        let started = ContinuousClock.now
+        let work = Task { try await operation() }
         let probing = Task {
             var waits: [Double] = []
             while !Task.isCancelled {
@@ -109,11 +121,13 @@ struct SweepBench {
             }
             return waits
         }
-        let report = await sweep.value
+        let value = try await work.value
+        let milliseconds = (ContinuousClock.now - started) / .milliseconds(1)
         probing.cancel()
-        stalls = await probing.value.sorted()
+        let stalls = await probing.value.sorted()
         let p99 = stalls.isEmpty ? 0 : stalls[min(stalls.count - 1, stalls.count * 99 / 100)]
-        return Measured(report: report, maxStall: round((stalls.last ?? 0) * 100) / 100, p99Stall: round(p99 * 100) / 100, probes: stalls.count)
+        return Probed(value: value, milliseconds: round(milliseconds), maxStall: round((stalls.last ?? 0) * 100) / 100,
+                      p99Stall: round(p99 * 100) / 100, probes: stalls.count)
     }
 
     static func residentMiB() -> Int {
