@@ -143,16 +143,57 @@ public struct DeliveryQueues: Sendable {
         scheduled[entry.queue, default: ScheduledQueue()].lanes[entry.lane.index].insert(Scheduled(entry: entry, sequence: sequence))
         counts.scheduled += 1
         if entry.attempts > 0 { counts.deferred += 1 }
-        place(entry.key, .scheduled)
+        place(entry, .scheduled)
     }
 
-    private mutating func place(_ key: QueueEntry.Key, _ state: EntryState) {
-        if location.updateValue(state, forKey: key) == nil { entriesOfMessage[key.id, default: 0] += 1 }
+    private mutating func place(_ entry: QueueEntry, _ state: EntryState) {
+        guard location.updateValue(state, forKey: entry.key) == nil else { return }
+        entriesOfMessage[entry.id, default: 0] += 1
+        let key = DepthKey(tenant: entry.tenant, domain: entry.domain)
+        depths[key, default: Depth()].entries += 1
+        depths[key]!.oldestReceivedAt = min(depths[key]!.oldestReceivedAt, entry.receivedAt)
     }
 
-    private mutating func unplace(_ key: QueueEntry.Key) {
-        guard location.removeValue(forKey: key) != nil else { return }
-        if entriesOfMessage[key.id, default: 1] <= 1 { entriesOfMessage[key.id] = nil } else { entriesOfMessage[key.id]! -= 1 }
+    private mutating func unplace(_ entry: QueueEntry) {
+        guard location.removeValue(forKey: entry.key) != nil else { return }
+        if entriesOfMessage[entry.id, default: 1] <= 1 { entriesOfMessage[entry.id] = nil } else { entriesOfMessage[entry.id]! -= 1 }
+        let key = DepthKey(tenant: entry.tenant, domain: entry.domain)
+        guard var depth = depths[key] else { return }
+        depth.entries -= 1
+        if depth.entries <= 0 {
+            depths[key] = nil
+            return
+        }
+        // The oldest may have left: found again (one pass over that tenant and domain) when next asked.
+        if entry.receivedAt <= depth.oldestReceivedAt { depth.oldestIsStale = true }
+        depths[key] = depth
+    }
+
+    /// Entries per tenant and destination domain, and the oldest reception among them: kept as
+    /// entries come and go, for the depth gauges (no pass over the queues).
+    public struct Depth: Sendable, Equatable {
+        public var entries = 0
+        public var oldestReceivedAt: UInt64 = .max
+        /// The oldest entry left; `refreshOldest` finds the next.
+        var oldestIsStale = false
+    }
+
+    public private(set) var depths: [DepthKey: Depth] = [:]
+
+    /// Finds the oldest reception again where it left, visiting only that tenant's and domain's
+    /// queues. Returns how many keys needed it.
+    @discardableResult
+    public mutating func refreshOldest() -> Int {
+        let stale = depths.filter(\.value.oldestIsStale).map(\.key)
+        for key in stale {
+            var oldest = UInt64.max
+            contents.forEachEntry(in: { $0.tenant == key.tenant && $0.domain == key.domain }) { entry, _ in
+                if entry.tenant == key.tenant && entry.domain == key.domain { oldest = min(oldest, entry.receivedAt) }
+            }
+            depths[key]?.oldestReceivedAt = oldest
+            depths[key]?.oldestIsStale = false
+        }
+        return stale.count
     }
 
     /// Where the entry is, or nil when it is in none of the queues and sets.
@@ -182,7 +223,7 @@ public struct DeliveryQueues: Sendable {
                         popScheduled(name, lane)
                         held[head.entry.key] = Parked(entry: head.entry, reason: reason, since: now)
                         counts.held += 1
-                        place(head.entry.key, .held)
+                        place(head.entry, .held)
                     case .fail(let reply):
                         popScheduled(name, lane)
                         fly(head.entry)
@@ -221,7 +262,7 @@ public struct DeliveryQueues: Sendable {
     private mutating func fly(_ entry: QueueEntry) {
         inFlight[entry.key] = entry
         counts.inFlight += 1
-        place(entry.key, .inFlight)
+        place(entry, .inFlight)
     }
 
     /// Takes up to `limit` entries that `selected` picks out of the scheduled queues, the ready
@@ -340,14 +381,14 @@ public struct DeliveryQueues: Sendable {
         if ready[site] == nil { counts.readyQueues += 1 }
         ready[site, default: ReadyQueue()].prepend(entry)
         counts.ready += 1
-        place(key, .ready)
+        place(entry, .ready)
     }
 
     private mutating func appendReady(_ entry: QueueEntry, to site: SiteKey) {
         if ready[site] == nil { counts.readyQueues += 1 }
         ready[site, default: ReadyQueue()].append(entry)
         counts.ready += 1
-        place(entry.key, .ready)
+        place(entry, .ready)
     }
 
     /// Ends an entry's flight: the caller recorded its outcome and reschedules it if needed.
@@ -355,7 +396,7 @@ public struct DeliveryQueues: Sendable {
     public mutating func land(_ key: QueueEntry.Key) -> QueueEntry? {
         guard let entry = inFlight.removeValue(forKey: key) else { return nil }
         counts.inFlight -= 1
-        unplace(key)
+        unplace(entry)
         return entry
     }
 
@@ -366,7 +407,7 @@ public struct DeliveryQueues: Sendable {
         land(key)
         let parked = Parked(entry: entry, reason: error, since: now, unrecordedFinals: unrecordedFinals, events: events)
         if limbo.updateValue(parked, forKey: key) == nil { counts.limbo += 1 }
-        place(key, .limbo)
+        place(entry, .limbo)
     }
 
     /// A limbo entry's outcome is now recorded: it leaves limbo for its scheduled queue (due
@@ -374,7 +415,7 @@ public struct DeliveryQueues: Sendable {
     public mutating func releaseLimbo(_ key: QueueEntry.Key) {
         guard let parked = limbo.removeValue(forKey: key) else { return }
         counts.limbo -= 1
-        unplace(key)
+        unplace(parked.entry)
         if !parked.entry.recipients.isEmpty { schedule(parked.entry) }
     }
 
@@ -387,7 +428,7 @@ public struct DeliveryQueues: Sendable {
             for lane in AcceptedMessage.Lane.allCases {
                 while dropped.count < count, let head = scheduled[name]?.lanes[lane.index].min {
                     popScheduled(name, lane)
-                    unplace(head.entry.key)
+                    unplace(head.entry)
                     dropped.append(head.entry)
                 }
             }

@@ -120,10 +120,17 @@ public actor QueueManager {
     var deferredSamples: [DeferredSample] = []
     /// Tenants and domains whose depth gauges were last set (set to 0 when they empty).
     var depthGaugeKeys: Set<DepthKey> = []
-    /// A count of the depth gauges is running off the actor; when the last began, what it took (ms).
-    var countingDepths = false
-    var lastDepthCount: UInt64 = 0
-    var lastDepthCost: UInt64 = 0
+    /// Reply texts as the entries hold them: one string shared by every entry that got the same
+    /// reply (200,000 entries deferred by one refusal hold one copy of its text, not 200,000).
+    private var replyTexts: [String: String] = [:]
+
+    func sharedText(_ text: String) -> String {
+        if let known = replyTexts[text] { return known }
+        if replyTexts.count >= 10_000 { replyTexts.removeAll(keepingCapacity: true) }
+        replyTexts[text] = text
+        return text
+    }
+
     /// The domains of those gauges, and the retry counters by domain label.
     var gaugeDomains: Set<String> = []
     var retryCounters: [String: Counter] = [:]
@@ -695,7 +702,7 @@ public actor QueueManager {
         next.attempts = attempts
         next.dueAt = nextAttempt
         if let reply = (deferred.first ?? bounced.first ?? expired.first)?.reply {
-            next.lastResponse = "\(reply)"
+            next.lastResponse = sharedText("\(reply)")
             next.lastResponseAt = now
         }
         noteOutcomes(entry, delivered: finals.count - bounced.count - expired.count, deferred: deferred.count, bounced: bounced.count,

@@ -7,10 +7,15 @@ import QueueRecord
 import SMTPProtocol
 import Throttle
 
-/// A tenant and domain whose depth and oldest age are exported as gauges.
-struct DepthKey: Hashable, Sendable {
-    var tenant: String
-    var domain: String
+/// A tenant and destination domain: what the depth and oldest-age gauges are per.
+public struct DepthKey: Hashable, Sendable {
+    public var tenant: String
+    public var domain: String
+
+    public init(tenant: String, domain: String) {
+        self.tenant = tenant
+        self.domain = domain
+    }
 }
 
 /// What an operator asks of a node's queues (docs/admin-api.md): the summary, the list, a
@@ -45,41 +50,19 @@ extension QueueManager {
         return counter
     }
 
-    /// Every `sampleInterval`: the deferred count for the trend; and the depth and oldest-age
-    /// gauges per tenant and domain, counted off the actor over a snapshot of the queues (a
-    /// copy-on-write value: taking it costs nothing, the pass holds up no connection).
+    /// Every `sampleInterval`: the deferred count for the trend, and the depth and oldest-age
+    /// gauges per tenant and domain, from the counts the queues keep as entries come and go
+    /// (the oldest found again only where it left).
     func sampleIfDue(now: UInt64) {
         guard now >= UInt64(deferredSamples.last?.at ?? 0) + Self.sampleInterval else { return }
         deferredSamples.append(DeferredSample(at: Int64(now), deferred: queues.counts.deferred))
         let oldest = UInt64(activity.windowSeconds) * 1_000
         deferredSamples.removeAll { UInt64($0.at) + oldest < now }
-        // A long pass (a million entries: most of a second) is made less often, at most 1% of the time.
-        guard !countingDepths, now >= lastDepthCount + max(Self.sampleInterval, 100 * lastDepthCost) else { return }
-        countingDepths = true
-        lastDepthCount = now
-        let snapshot = queues.contents
-        Task {
-            let started = ContinuousClock.now
-            let depths = await Self.depths(snapshot)
-            self.exportDepths(depths, now: now, cost: UInt64((ContinuousClock.now - started) / .milliseconds(1)))
-        }
+        queues.refreshOldest()
+        exportDepths(queues.depths.mapValues { ($0.entries, $0.oldestReceivedAt) }, now: now)
     }
 
-    /// Entries and the oldest reception per tenant and domain.
-    @concurrent
-    private nonisolated static func depths(_ queues: DeliveryQueues.Contents) async -> [DepthKey: (count: Int, oldest: UInt64)] {
-        var depth: [DepthKey: (count: Int, oldest: UInt64)] = [:]
-        queues.forEachEntry { entry, _ in
-            let key = DepthKey(tenant: entry.tenant, domain: entry.domain)
-            let current = depth[key] ?? (0, .max)
-            depth[key] = (current.count + 1, min(current.oldest, entry.receivedAt))
-        }
-        return depth
-    }
-
-    private func exportDepths(_ depth: [DepthKey: (count: Int, oldest: UInt64)], now: UInt64, cost: UInt64) {
-        countingDepths = false
-        lastDepthCost = cost
+    private func exportDepths(_ depth: [DepthKey: (count: Int, oldest: UInt64)], now: UInt64) {
         let deepest = depth.sorted { $0.value.count > $1.value.count }
         var exported: [DepthKey: (count: Int, oldest: UInt64)] = [:]
         for (index, (key, value)) in deepest.enumerated() {

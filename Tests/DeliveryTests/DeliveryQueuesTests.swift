@@ -193,6 +193,34 @@ let everythingToSink: @Sendable (String) -> RouteDecision = { _ in .deliver(sink
         #expect(queues.counts.total == 1 && queues.queuedMessages == 1)
     }
 
+    /// The depth per tenant and domain, and its oldest reception, follow entries in and out;
+    /// the oldest is found again only when it left.
+    @Test func depthsFollowEntriesAndTheOldestIsFoundAgainWhereItLeft() {
+        var queues = DeliveryQueues(readyQueueSize: 10)
+        var entries: [QueueEntry] = []
+        for (number, received) in [(1, 300), (2, 100), (3, 200)] as [(Int, UInt64)] {
+            var made = entry(number, domain: "a.test")
+            made.receivedAt = received
+            entries.append(made)
+            queues.schedule(made)
+        }
+        queues.schedule(entry(4, domain: "b.test", tenant: "globex"))
+        let a = DepthKey(tenant: "acme", domain: "a.test")
+        #expect(queues.depths[a]?.entries == 3 && queues.depths[a]?.oldestReceivedAt == 100)
+        #expect(queues.depths[DepthKey(tenant: "globex", domain: "b.test")]?.entries == 1)
+        queues.promote(now: 0, route: everythingToSink)
+        let taken = queues.take(from: SiteKey(pool: "default", site: sink))!
+        queues.putBack(taken.key, to: SiteKey(pool: "default", site: sink))
+        #expect(queues.depths[a]?.entries == 3, "moves between places count nothing")
+        for oldest in queues.takeMatching(limit: 10, { entry, _ in entry.id == entries[1].id }) { queues.land(oldest.key) }
+        #expect(queues.depths[a]?.entries == 2, "leaving counts")
+        queues.refreshOldest()
+        #expect(queues.depths[a]?.oldestReceivedAt == 200, "the oldest left: 200 is the oldest now")
+        #expect(queues.refreshOldest() == 0)
+        for taken in queues.takeMatching(limit: 10, { _, _ in true }) { queues.land(taken.key) }
+        #expect(queues.depths.isEmpty && queues.counts.total == 0)
+    }
+
     @Test func poolsSeparateReadyQueues() {
         var queues = DeliveryQueues(readyQueueSize: 10)
         queues.schedule(entry(1, pool: "shared"))
