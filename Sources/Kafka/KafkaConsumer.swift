@@ -314,6 +314,10 @@ public final class KafkaConsumer: Sendable, Service {
         switch rd_kafka_event_error(event) {
         case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
             logger.info("assigned \(partitions.map(\.description).joined(separator: ", "))")
+            let starts = startingOffsets(list)
+            state.withLock { state in
+                for (partition, offset) in starts { state.tracker.expect(partition, from: offset) }
+            }
             if cooperative {
                 rd_kafka_incremental_assign(handle.raw, list).map { rd_kafka_error_destroy($0) }
             } else {
@@ -385,6 +389,34 @@ public final class KafkaConsumer: Sendable, Service {
             lag += max(0, high - next)
         }
         lagGauge.record(lag)
+    }
+
+    /// Where reading of newly assigned partitions starts: the group's committed offset, else
+    /// (a new group, `auto.offset.reset=earliest`) the start of the log. A partition whose start
+    /// cannot be learnt now is left out: its first fetch is then taken as its start.
+    private func startingOffsets(_ list: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>) -> [TopicPartition: Int64] {
+        guard let copy = rd_kafka_topic_partition_list_copy(list) else { return [:] }
+        defer { rd_kafka_topic_partition_list_destroy(copy) }
+        let asked = rd_kafka_committed(handle.raw, copy, 5_000)
+        guard asked == RD_KAFKA_RESP_ERR_NO_ERROR else {
+            logger.warning("could not read the committed offsets of the assigned partitions: \(KafkaError.errorName(asked))")
+            return [:]
+        }
+        var starts: [TopicPartition: Int64] = [:]
+        for index in 0..<Int(copy.pointee.cnt) {
+            let element = copy.pointee.elems[index]
+            let partition = TopicPartition(topic: String(cString: element.topic), partition: element.partition)
+            if element.err == RD_KAFKA_RESP_ERR_NO_ERROR, element.offset >= 0 {
+                starts[partition] = element.offset
+                continue
+            }
+            var low: Int64 = 0
+            var high: Int64 = 0
+            if rd_kafka_query_watermark_offsets(handle.raw, element.topic, element.partition, &low, &high, 5_000) == RD_KAFKA_RESP_ERR_NO_ERROR {
+                starts[partition] = low
+            }
+        }
+        return starts
     }
 
     /// Fetches the partitions again from the given offsets (records already fetched past them are dropped).

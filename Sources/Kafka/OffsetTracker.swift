@@ -25,6 +25,14 @@ struct OffsetTracker {
         return (last + 1)..<offset
     }
 
+    /// Where a newly assigned partition's reading starts (its committed offset, or the log's
+    /// start for a new group), so that a first fetch answer beginning past it shows as a gap
+    /// too: without it, the first record handed out would be taken as the start.
+    mutating func expect(_ partition: TopicPartition, from offset: Int64) {
+        guard partitions[partition] == nil, offset >= 0 else { return }
+        partitions[partition] = PartitionState(start: offset, nextCommit: offset, lastHandedOut: offset - 1)
+    }
+
     /// Records that `offset` of `partition` is now the caller's to handle. Offsets arrive in
     /// increasing order per partition, as Kafka delivers them. Returns the offsets skipped
     /// since the previous record of the partition, if any: the product's topics are neither

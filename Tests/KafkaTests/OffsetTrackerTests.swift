@@ -96,9 +96,26 @@ import Testing
         #expect(markDone(&tracker, p1, offset: 0))
         #expect(tracker.committable() == [p1: 1])
     }
+
+    /// A first fetch answer that begins past where the partition's reading starts is a gap
+    /// like any other (Tansu once answered a new group's first fetch from offset 6).
+    @Test func aFirstFetchBeginningPastTheExpectedStartIsAGap() {
+        var tracker = OffsetTracker()
+        let partition = TopicPartition(topic: "t", partition: 1)
+        tracker.expect(partition, from: 0)
+        #expect(tracker.committable().isEmpty, "nothing read yet, nothing to commit")
+        #expect(tracker.gap(before: 6, in: partition) == 0..<6)
+        #expect(tracker.handedOut(partition, offset: 0) == nil, "reading from the expected start is no gap")
+        tracker.markDone(partition, offset: 0)
+        #expect(tracker.committable() == [partition: 1])
+        var fresh = OffsetTracker()
+        fresh.expect(partition, from: -1001)
+        #expect(fresh.handedOut(partition, offset: 6) == nil, "an unknown start (a negative offset) is not expected")
+    }
 }
 
 /// `#expect` cannot take a mutating call; this forwards one.
 private func markDone(_ tracker: inout OffsetTracker, _ partition: TopicPartition, offset: Int64) -> Bool {
     tracker.markDone(partition, offset: offset)
+
 }
