@@ -22,14 +22,7 @@ struct FilterOptions: ParsableArguments {
     @Option(help: "Only entries in this state: \(QueueState.allCases.map(\.rawValue).joined(separator: ", ")).") var state: String?
 
     func filter() throws -> QueueFilter {
-        var age: Int?
-        if let ageMin {
-            do {
-                age = Int(try ConfigSyntaxBridge.seconds(ageMin))
-            } catch {
-                throw ValidationError("--age-min: \(error)")
-            }
-        }
+        let age = try ageMin.map { Int(try parseDuration($0, option: "--age-min").components.seconds) }
         var parsedState: QueueState?
         if let state {
             guard let value = QueueState(rawValue: state) else {
@@ -44,14 +37,6 @@ struct FilterOptions: ParsableArguments {
             throw ValidationError(error.description)
         }
         return filter
-    }
-}
-
-/// Durations in the configuration's syntax (`90s`, `30m`, `2h`, `7d`) as seconds.
-enum ConfigSyntaxBridge {
-    static func seconds(_ text: String) throws -> Int64 {
-        let duration = try parseDuration(text, option: "duration")
-        return duration.components.seconds
     }
 }
 

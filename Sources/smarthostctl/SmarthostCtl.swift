@@ -2,6 +2,7 @@ import ArgumentParser
 import CommandSupport
 import Foundation
 import NodeHTTP
+import Reconciliation
 import Redis
 import SmarthostConfig
 import Throttle
@@ -85,7 +86,7 @@ struct Cluster {
                         guard status == 200 else {
                             return (node.id, .failure(AdminClient.Failure(description: "\(node.admin) answered \(status): \(String(decoding: answer.prefix(300), as: UTF8.self))")))
                         }
-                        return (node.id, .success(try Self.decode(T.self, answer)))
+                        return (node.id, .success(try ReportFormat.decode(T.self, from: answer)))
                     } catch let failure as AdminClient.Failure {
                         return (node.id, .failure(failure))
                     } catch {
@@ -103,12 +104,6 @@ struct Cluster {
             }
             return (answers.sorted { $0.0 < $1.0 }.map(\.1), unanswered)
         }
-    }
-
-    private static func decode<T: Decodable>(_ type: T.Type, _ bytes: [UInt8]) throws -> T {
-        let decoder = JSONDecoder()
-        decoder.keyDecodingStrategy = .convertFromSnakeCase
-        return try decoder.decode(type, from: Data(bytes))
     }
 }
 
