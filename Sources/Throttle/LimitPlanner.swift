@@ -92,14 +92,26 @@ public struct LimitPlanner: Sendable {
     }
 
     /// The connection leases a connection takes, and the fewest messages it may carry.
+    ///
+    /// A connection carries mail for every domain routed to its site, so where several
+    /// domains of the site have entries of one shape, each of them applies: `domain: gmail.com`
+    /// and `domain: customer.example` both bound a connection to the MX hosts they share. As
+    /// for a message, a more concrete entry still overrides a less concrete one of its shape
+    /// (`domain: gmail.com` overrides `domain: "*"` for the site gmail.com is routed to).
     public func plan(for traffic: ConnectionTraffic) -> ConnectionPlan {
-        let matching = entries.filter { $0.limit.scope.tenant == nil && connectionScope($0.limit.scope, traffic) != nil }
-        var plan = ConnectionPlan()
-        for entry in chosen(matching, \.maxConnections) {
-            plan.leases.append(LeaseKey(name: "conn:" + connectionScope(entry.limit.scope, traffic)!, limit: entry.limit.maxConnections!))
+        let matching = entries.compactMap { entry -> (entry: Entry, name: String)? in
+            guard entry.limit.scope.tenant == nil, let scope = connectionScope(entry.limit.scope, traffic) else { return nil }
+            return (entry, "conn:" + scope)
         }
-        plan.leases.sort { $0.name < $1.name }
-        plan.maxMessagesPerConnection = chosen(matching, \.maxMessagesPerConnection).map { $0.limit.maxMessagesPerConnection! }.min()
+        var leases: [String: LeaseKey] = [:]
+        for (entry, name) in chosenPerLimit(matching, \.maxConnections) {
+            // `domain: "*"` and `site: "*"` name the same set: the lower limit holds.
+            let limit = min(entry.limit.maxConnections!, leases[name]?.limit ?? .max)
+            leases[name] = LeaseKey(name: name, limit: limit)
+        }
+        var plan = ConnectionPlan()
+        plan.leases = leases.values.sorted { $0.name < $1.name }
+        plan.maxMessagesPerConnection = chosenPerLimit(matching, \.maxMessagesPerConnection).map { $0.entry.limit.maxMessagesPerConnection! }.min()
         return plan
     }
 
@@ -116,6 +128,18 @@ public struct LimitPlanner: Sendable {
             best[entry.shape] = entry
         }
         return best.values.sorted { $0.index < $1.index }
+    }
+
+    /// Per shape, the most concrete entries that set `kind`, and of those the first in the
+    /// file for each limit they make (`matching` is in file order).
+    private func chosenPerLimit<T>(_ matching: [(entry: Entry, name: String)], _ kind: KeyPath<Limit, T?>) -> [(entry: Entry, name: String)] {
+        let setting = matching.filter { $0.entry.limit[keyPath: kind] != nil }
+        let mostConcrete = Dictionary(setting.map { ($0.entry.shape, $0.entry.concrete) }, uniquingKeysWith: max)
+        var seen: Set<String> = []
+        return setting.filter { candidate in
+            candidate.entry.concrete == mostConcrete[candidate.entry.shape]
+                && seen.insert("\(candidate.entry.shape) \(candidate.name)").inserted
+        }
     }
 
     /// The scope as a key (`*` replaced by the traffic's value), or nil when it does not match.
