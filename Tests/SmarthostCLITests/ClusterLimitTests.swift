@@ -1,5 +1,7 @@
 import Events
 import Foundation
+import Operations
+import Reconciliation
 import Testing
 import TestSupport
 
@@ -222,6 +224,50 @@ struct ClusterLimitTests {
         #expect(Set(recipients).count == total && recipients.count == total, "every message arrived once: \(recipients.count) arrivals, \(Set(recipients).count) distinct")
         let failures = try cluster.nodes.flatMap { try $0.events() }.filter { $0.type == .transientFailure }
         #expect(failures.count == 3, "only the three 421 replies were attempts that failed; a suspension is not an attempt")
+    }
+
+    /// A daily quota (PowerMTA's max-msg-per-day) counted across three nodes: exactly that
+    /// many reach the destination; the rest wait in their scheduled queues, unattempted, until
+    /// the quota allows (the next UTC day). A reload raising the quota and `queue retry` (the
+    /// runbook's intervention) release them, each once.
+    @Test func aDailyQuotaHoldsAcrossNodesAndTheRestWaitUnattempted() async throws {
+        let dayAtStart = Int(Date().timeIntervalSince1970) / 86_400
+        let quota = { (count: Int) in "limits:\n  - {domain: inbox.test, max_messages_per_day: \(count)}\n" }
+        let cluster = try await Cluster.start { Self.nodeYAML($0, limits: quota(25)) }
+        defer { cluster.stop() }
+        let total = 60
+        try await enqueue((0..<total).map { testMessage(to: ["daily\($0)@inbox.test"]) }, broker: cluster.broker)
+        func summary() async throws -> QueueSummaryRow {
+            let result = try await cluster.ctl(["queue", "summary", "--json"])
+            try #require(result.status == 0, "queue summary: \(result.output)\(result.errors)")
+            return try ReportFormat.decode(ClusterQueueSummary.self, from: Array(result.output.utf8)).total
+        }
+        let capped = try await eventuallyAsync(.seconds(60)) { try await summary().scheduled == total - 25 }
+        #expect(capped, "35 entries back in their scheduled queues; delivered \(cluster.delivered()); logs:\n\(cluster.logs())")
+        try await Task.sleep(for: .seconds(3))
+        #expect(try cluster.destination.messages().count == 25, "exactly the day's quota reached the destination")
+        let waiting = try await summary()
+        #expect(waiting.queued == total - 25 && waiting.deferred == 0, "\(waiting)")
+        let attempts = try cluster.nodes.flatMap { try $0.events() }.filter { $0.type == .transientFailure }
+        #expect(attempts.isEmpty, "waiting for a quota is not an attempt: \(attempts.count) TransientFailure events")
+
+        for node in cluster.nodes {
+            try node.rewrite(yaml: Self.nodeYAML(cluster.destination.port, limits: quota(1_000)))
+            node.process.signal(SIGHUP)
+        }
+        let reloaded = try await eventually(.seconds(10)) {
+            cluster.nodes.allSatisfy { $0.process.logTail(lines: 200).contains("limits and traffic shaping rules reloaded") }
+        }
+        try #require(reloaded, "every node reloaded; logs:\n\(cluster.logs())")
+        let retried = try await cluster.ctl(["queue", "retry", "--domain", "inbox.test", "--json"])
+        #expect(retried.status == 0 && retried.output.contains("\"affected\" : \(total - 25)"), "\(retried.output)\(retried.errors)")
+        let drained = try await eventually(.seconds(60)) { cluster.delivered() >= total }
+        #expect(drained, "delivered \(cluster.delivered()) of \(total); logs:\n\(cluster.logs())")
+        let recipients = try cluster.destination.messages().flatMap { $0.recipients ?? [] }
+        #expect(recipients.count == total && Set(recipients).count == total, "every message arrived once")
+        if Int(Date().timeIntervalSince1970) / 86_400 != dayAtStart {
+            Issue.record("the UTC day turned during the test, so the quota's count restarted; run it again")
+        }
     }
 
     /// Commands the nodes sent (a script counts once), from INFO commandstats.

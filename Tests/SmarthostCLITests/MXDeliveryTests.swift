@@ -77,6 +77,7 @@ struct MXDeliveryTests {
         // Equal preferences share the load.
         let one = try equalOne.messages().count, two = try equalTwo.messages().count
         #expect(one + two == 20 && one > 0 && two > 0, "equal-preference MX hosts both used: \(one) and \(two)")
+        print("MX: equal-preference hosts received \(one) and \(two) of 20 messages; pref.test fell back to its MX 20")
         #expect(try Set(shared.flatMap { try events($0) }.compactMap(\.site)) == ["one.equal.test,two.equal.test"])
 
         // A null MX and a domain that does not exist bounce at once.
