@@ -66,6 +66,10 @@ public actor ClusterThrottle: Service {
     private var tokens: [String: Tokens] = [:]
     private var fetching: [String: Task<QuotaGrant?, Never>] = [:]
     private var local = LocalQuotas()
+    /// Per set of quotas (as `admit` names it), when Redis last said the next unit would be
+    /// free: kept through an outage, so a daily quota used up in Redis is not granted again
+    /// by the local limits (which cannot know what the cluster used).
+    private var refusedUntil: [String: ContinuousClock.Instant] = [:]
     private var held: [String: ConnectionLease] = [:]
     private var leaseSequence = 0
     private var adjustmentsVersion: Int64 = -1
@@ -163,6 +167,7 @@ public actor ClusterThrottle: Service {
             $0.generation += 1
         }
         tokens.removeAll()
+        refusedUntil.removeAll()
     }
 
     // MARK: - Messages
@@ -181,8 +186,8 @@ public actor ClusterThrottle: Service {
             return (keys, state.liveDeliveryNodes, state.redisUp)
         }
         if keys.isEmpty { return nil }
-        guard up else { return takeLocally(keys, nodes: nodes) }
         let plan = keys.map(\.name).joined(separator: "|")
+        guard up else { return takeLocally(keys, plan: plan, nodes: nodes) }
         for _ in 0..<3 {
             if var held = tokens[plan], held.count > 0, ContinuousClock.now - held.fetchedAt < settings.tokenLifetime {
                 held.count -= 1
@@ -201,9 +206,13 @@ public actor ClusterThrottle: Service {
             fetching[plan] = nil
             guard let grant else {
                 markDown("a quota could not be taken")
-                return takeLocally(keys, nodes: nodes)
+                return takeLocally(keys, plan: plan, nodes: nodes)
             }
-            guard grant.granted > 0 else { return grant.retryAfter }
+            guard grant.granted > 0 else {
+                refusedUntil[plan] = .now + grant.retryAfter
+                return grant.retryAfter
+            }
+            refusedUntil[plan] = nil
             tokens[plan] = Tokens(count: grant.granted - 1, fetchedAt: .now)
             return nil
         }
@@ -232,8 +241,12 @@ public actor ClusterThrottle: Service {
         return QuotaKey(name: key.name, quota: .rate(rate))
     }
 
-    private func takeLocally(_ keys: [QuotaKey], nodes: Int) -> Duration? {
+    private func takeLocally(_ keys: [QuotaKey], plan: String, nodes: Int) -> Duration? {
         localDecisions.increment()
+        if let until = refusedUntil[plan] {
+            if until > .now { return until - .now }
+            refusedUntil[plan] = nil
+        }
         return local.take(keys, nodes: nodes, now: Self.milliseconds() * 1_000)
     }
 
@@ -378,6 +391,7 @@ public actor ClusterThrottle: Service {
         if !wasUp {
             redisUpGauge.record(1)
             local.reset()
+            refusedUntil.removeAll()
             newLeasesFrom = .now + settings.heartbeatTTL
             // Redis may have restarted empty: every lease this node holds goes back in now.
             await renewLeases()

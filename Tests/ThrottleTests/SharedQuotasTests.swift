@@ -1,4 +1,5 @@
 import Redis
+import SmarthostConfig
 import Testing
 import TestSupport
 @testable import Throttle
@@ -76,6 +77,36 @@ struct SharedQuotasTests {
         } else {
             Issue.record("the clock hour turned during the test (\(before) → \(after) µs); run it again")
         }
+        await client.close()
+    }
+
+    /// A daily quota used up in Redis stays used up while Redis is down: the local limits
+    /// (a share of each cluster limit) cannot know what the cluster used, so the node keeps to
+    /// the wait Redis last gave; when Redis is back, Redis decides again.
+    @Test func aQuotaUsedUpInRedisStaysUsedUpWhileRedisIsDown() async throws {
+        let server = try await RedisServer.start()
+        defer { server.stop() }
+        let client = RedisClient(configuration: .init(port: server.port))
+        let announcement = NodeAnnouncement(id: "only", role: "delivery", admin: "127.0.0.1:0", startedAt: 1, version: "test")
+        let node = ClusterThrottle(redis: client, keyPrefix: "t:", announcement: announcement,
+                                   limits: [SmarthostConfiguration.Limit(scope: .init(domain: "inbox.test"), maxMessagesPerDay: 3)])
+        await node.tick()
+        let traffic = MessageTraffic(pool: "default", site: "mx.inbox.test", siteHosts: ["mx.inbox.test"], domain: "inbox.test", tenant: "acme")
+        for _ in 0..<3 { #expect(await node.admit(traffic) == nil) }
+        let refused = try #require(await node.admit(traffic), "the day's 3 are used")
+        #expect(refused > .seconds(1))
+
+        server.crash()
+        await node.tick()
+        #expect(!node.isRedisUp)
+        let whileDown = try #require(await node.admit(traffic), "the local limits (3 more for a lone node) must not grant what Redis refused")
+        #expect(whileDown <= refused)
+
+        try await server.restart()
+        await node.tick()
+        #expect(node.isRedisUp)
+        // The restarted Redis is empty: the shared count starts again, as documented.
+        #expect(await node.admit(traffic) == nil)
         await client.close()
     }
 
