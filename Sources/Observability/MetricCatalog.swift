@@ -115,6 +115,8 @@ public enum MetricCatalog {
               "Throttle calls to Redis that failed."),
         .init("smarthost_throttle_adjustments", .gauge,
               "Traffic shaping adjustments in force."),
+        .init("smarthost_throttle_adjustments_unreadable", .gauge,
+              "Entries of the adjustments in Redis that do not decode or cannot apply, ignored (smarthostctl throttle show names them)."),
         .init("smarthost_cluster_delivery_nodes", .gauge,
               "Live delivery nodes in the node registry, as last seen."),
         // Ingress nodes

@@ -82,6 +82,7 @@ public actor ClusterThrottle: Service {
     private let redisUpGauge = Gauge(label: "smarthost_throttle_redis_up")
     private let nodesGauge = Gauge(label: "smarthost_cluster_delivery_nodes")
     private let adjustmentsGauge = Gauge(label: "smarthost_throttle_adjustments")
+    private let unreadableGauge = Gauge(label: "smarthost_throttle_adjustments_unreadable")
     private let localDecisions = Counter(label: "smarthost_throttle_local_decisions_total")
     private let redisErrors = Counter(label: "smarthost_throttle_redis_errors_total")
 
@@ -403,8 +404,14 @@ public actor ClusterThrottle: Service {
 
     private func refreshAdjustments() async {
         do {
-            let (version, serverTime, active) = try await adjustments.list()
+            let list = try await adjustments.list()
+            let (version, serverTime, active) = (list.version, list.serverTime, list.active)
             adjustmentsVersion = version
+            unreadableGauge.record(list.unreadable.count)
+            if !list.unreadable.isEmpty {
+                logger.error("adjustments in Redis that cannot apply are ignored; remove them with smarthostctl throttle remove ID",
+                             metadata: ["unreadable": "\(list.unreadable)"])
+            }
             published.withLock { state in
                 let connectionActions: Set<Adjustment.Action> = [.maxConnections, .suspend]
                 let before = state.adjustments.filter { connectionActions.contains($0.adjustment.action) }.map(\.adjustment.id)

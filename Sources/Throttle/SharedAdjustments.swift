@@ -67,6 +67,25 @@ public struct ActiveAdjustment: Sendable, Equatable {
     public var expiresAt: Int64
 }
 
+/// An entry of the adjustments hash that does not decode or cannot apply (written by hand, by
+/// a newer version, or corrupted): reported, never applied, and it does not stop the others.
+public struct UnreadableAdjustment: Sendable, Equatable, CustomStringConvertible {
+    public var id: String
+    public var problem: String
+
+    public var description: String { "\(id): \(problem)" }
+}
+
+/// What `SharedAdjustments.list` read.
+public struct AdjustmentList: Sendable {
+    /// Bumped on every change.
+    public var version: Int64
+    /// Redis's clock, ms.
+    public var serverTime: Int64
+    public var active: [ActiveAdjustment]
+    public var unreadable: [UnreadableAdjustment]
+}
+
 /// The adjustments in Redis: a hash of JSON by id, a sorted set of expiries, and a version
 /// counter bumped on every change so that nodes fetch the set only when it changed.
 public struct SharedAdjustments: Sendable {
@@ -110,22 +129,40 @@ public struct SharedAdjustments: Sendable {
         try await redis.evalScript(Self.removeScript, keys: keys, arguments: [id]).int() == 1
     }
 
-    /// Every adjustment in force, the version they are at and the server's clock. One that does
-    /// not decode or apply is reported as an error (nothing is silently ignored).
-    public func list() async throws(RedisError) -> (version: Int64, serverTime: Int64, adjustments: [ActiveAdjustment]) {
-        let reply = try await redis.evalScript(Self.listScript, keys: keys, arguments: [])
-        guard case .array(let fields) = reply, fields.count >= 2, (fields.count - 2) % 2 == 0 else {
-            throw .unexpectedReply(expected: "{time, version, (expiry, adjustment)...}", got: reply.description)
+    /// Every adjustment in force, the version they are at and the server's clock. An entry
+    /// that does not decode or apply is listed apart (nothing is silently ignored), so that one
+    /// bad entry does not hide the others; a reply of the wrong shape is an error.
+    public func list() async throws(RedisError) -> AdjustmentList {
+        try Self.adjustments(from: try await redis.evalScript(Self.listScript, keys: keys, arguments: []))
+    }
+
+    /// The list script's reply `{time, version, (id, expiry, json)...}`.
+    static func adjustments(from reply: RedisValue) throws(RedisError) -> AdjustmentList {
+        guard case .array(let fields) = reply, fields.count >= 2, (fields.count - 2) % 3 == 0 else {
+            throw .unexpectedReply(expected: "{time, version, (id, expiry, adjustment)...}", got: reply.description)
         }
-        var active: [ActiveAdjustment] = []
-        for start in stride(from: 2, to: fields.count, by: 2) {
-            let json = try fields[start + 1].string()
-            guard let adjustment = try? JSONDecoder().decode(Adjustment.self, from: Data(json.utf8)), adjustment.problem == nil else {
-                throw .unexpectedReply(expected: "an adjustment", got: json)
+        var list = AdjustmentList(version: try fields[1].int(), serverTime: try fields[0].int(), active: [], unreadable: [])
+        for start in stride(from: 2, to: fields.count, by: 3) {
+            let id = try fields[start].string()
+            let expiresAt = try fields[start + 1].int()
+            let json = try fields[start + 2].string()
+            let adjustment: Adjustment
+            do {
+                adjustment = try JSONDecoder().decode(Adjustment.self, from: Data(json.utf8))
+            } catch {
+                list.unreadable.append(UnreadableAdjustment(id: id, problem: "not an adjustment: \(json.prefix(200))"))
+                continue
             }
-            active.append(ActiveAdjustment(adjustment: adjustment, expiresAt: try fields[start].int()))
+            if let problem = adjustment.problem {
+                list.unreadable.append(UnreadableAdjustment(id: id, problem: problem))
+            } else if adjustment.id != id {
+                list.unreadable.append(UnreadableAdjustment(id: id, problem: "stored under another id than its own (\(adjustment.id))"))
+            } else {
+                list.active.append(ActiveAdjustment(adjustment: adjustment, expiresAt: expiresAt))
+            }
         }
-        return (try fields[1].int(), try fields[0].int(), active.sorted { $0.adjustment.id < $1.adjustment.id })
+        list.active.sort { $0.adjustment.id < $1.adjustment.id }
+        return list
     }
 
     private static func encode(_ adjustment: Adjustment) -> String {
@@ -173,6 +210,7 @@ public struct SharedAdjustments: Sendable {
         for i = 1, #live, 2 do
           local json = redis.call('HGET', KEYS[1], live[i])
           if json then
+            table.insert(reply, live[i])
             table.insert(reply, tonumber(live[i + 1]))
             table.insert(reply, json)
           end

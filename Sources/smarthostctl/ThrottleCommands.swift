@@ -58,11 +58,25 @@ struct ListedAdjustment: Encodable {
     var expiresInSeconds: Int64
 }
 
-func activeAdjustments(_ cluster: Cluster) async throws -> [ListedAdjustment] {
-    let (_, now, active) = try await cluster.withRedis { redis throws(RedisError) in
+/// The adjustments in force, and the entries no node can apply (named on standard error by
+/// `reportUnreadable`).
+func activeAdjustments(_ cluster: Cluster) async throws -> (listed: [ListedAdjustment], unreadable: [UnreadableAdjustment]) {
+    let list = try await cluster.withRedis { redis throws(RedisError) in
         try await SharedAdjustments(redis: redis, keyPrefix: cluster.configuration.redis.keyPrefix).list()
     }
-    return active.map { ListedAdjustment(id: $0.adjustment.id, adjustment: $0.adjustment, expiresInSeconds: ($0.expiresAt - now) / 1_000) }
+    let listed = list.active.map {
+        ListedAdjustment(id: $0.adjustment.id, adjustment: $0.adjustment, expiresInSeconds: ($0.expiresAt - list.serverTime) / 1_000)
+    }
+    return (listed, list.unreadable)
+}
+
+/// Names each entry the nodes ignore and how to remove it; exit 1 when there is one.
+func reportUnreadable(_ unreadable: [UnreadableAdjustment]) throws {
+    guard !unreadable.isEmpty else { return }
+    for entry in unreadable {
+        printError("UNREADABLE ADJUSTMENT (every node ignores it): \(entry); remove it with: smarthostctl throttle remove '\(entry.id)'")
+    }
+    throw ExitCode.failure
 }
 
 func adjustmentsTable(_ listed: [ListedAdjustment]) -> String {
@@ -80,10 +94,15 @@ struct Suspend: AsyncParsableCommand {
         @OptionGroup var options: ClusterOptions
 
         func run() async throws {
-            let suspensions = try await activeAdjustments(try Cluster(options)).filter { $0.adjustment.action == .suspend }
-            if options.json { return try printJSON(suspensions) }
-            print(adjustmentsTable(suspensions), terminator: "")
-            print("\(suspensions.count) suspensions in force")
+            let (adjustments, unreadable) = try await activeAdjustments(try Cluster(options))
+            let suspensions = adjustments.filter { $0.adjustment.action == .suspend }
+            if options.json {
+                try printJSON(suspensions)
+            } else {
+                print(adjustmentsTable(suspensions), terminator: "")
+                print("\(suspensions.count) suspensions in force")
+            }
+            try reportUnreadable(unreadable)
         }
     }
 }
@@ -106,15 +125,19 @@ struct Throttle: AsyncParsableCommand {
 
         func run() async throws {
             let cluster = try Cluster(options)
-            let adjustments = try await activeAdjustments(cluster)
+            let (adjustments, unreadable) = try await activeAdjustments(cluster)
             let delivery = try await cluster.liveNodes().map(\.announcement).filter { $0.role == "delivery" }.map(\.id).sorted()
             let limits = cluster.configuration.limits.map(Self.describe)
-            if options.json { return try printJSON(Shown(limits: limits, adjustments: adjustments, deliveryNodes: delivery)) }
-            print("configured limits (\(cluster.configuration.limits.count)), shared by \(delivery.count) delivery nodes: \(delivery.joined(separator: ", "))")
-            for limit in limits { print("  \(limit)") }
-            print("\nadjustments in force (\(adjustments.count))")
-            print(adjustmentsTable(adjustments), terminator: "")
-            print("\nif Redis is down, each node applies the limits divided by the delivery nodes it last saw (smarthost_throttle_redis_up)")
+            if options.json {
+                try printJSON(Shown(limits: limits, adjustments: adjustments, deliveryNodes: delivery))
+            } else {
+                print("configured limits (\(cluster.configuration.limits.count)), shared by \(delivery.count) delivery nodes: \(delivery.joined(separator: ", "))")
+                for limit in limits { print("  \(limit)") }
+                print("\nadjustments in force (\(adjustments.count))")
+                print(adjustmentsTable(adjustments), terminator: "")
+                print("\nif Redis is down, each node applies the limits divided by the delivery nodes it last saw (smarthost_throttle_redis_up)")
+            }
+            try reportUnreadable(unreadable)
         }
 
         static func describe(_ limit: SmarthostConfiguration.Limit) -> String {

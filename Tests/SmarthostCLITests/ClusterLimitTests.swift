@@ -191,6 +191,28 @@ struct ClusterLimitTests {
         #expect(listed.status == 0 && listed.output.contains("rule:google-slow-down") && listed.output.contains("message_rate"),
                 "\(listed.output)\(listed.errors)")
 
+        // An entry no node can apply (written into Redis by hand, say): every node ignores and
+        // reports it, none takes it for a Redis outage, the rule still holds (measured below),
+        // and throttle show names it (exit 1) until it is removed.
+        let expiry = Int64(Date().timeIntervalSince1970 * 1_000) + 600_000
+        for command in [["HSET", "smarthost:adjustments", "hand-written", #"{"action": "slow"}"#],
+                        ["ZADD", "smarthost:adjustments:expiry", "\(expiry)", "hand-written"], ["INCR", "smarthost:adjustments:version"]] {
+            let written = try await runCommand(try findExecutable("redis-cli"), ["-p", "\(cluster.redis.port)"] + command)
+            try #require(written.status == 0, "redis-cli \(command): \(written.errors)")
+        }
+        let reported = try await eventually(.seconds(5)) {
+            cluster.nodes.allSatisfy { $0.metric("smarthost_throttle_adjustments_unreadable") == 1 }
+        }
+        #expect(reported, "every node reports the unreadable entry; logs:\n\(cluster.logs())")
+        #expect(cluster.nodes.allSatisfy { $0.metric("smarthost_throttle_redis_up") == 1 }, "an unreadable entry is not an outage")
+        let shown = try await cluster.ctl(["throttle", "show"])
+        #expect(shown.status == 1 && shown.output.contains("rule:google-slow-down")
+                    && shown.errors.contains("UNREADABLE ADJUSTMENT (every node ignores it): hand-written: not an adjustment"),
+                "\(shown.status) \(shown.output)\(shown.errors)")
+        let removed = try await cluster.ctl(["throttle", "remove", "hand-written"])
+        #expect(removed.status == 0, "\(removed.output)\(removed.errors)")
+        #expect(try await cluster.ctl(["throttle", "show"]).status == 0)
+
         // Past the rule (15 s) and back at full rate for a while.
         try await Task.sleep(for: .seconds(22))
         let suspendedAt = Date().timeIntervalSince1970

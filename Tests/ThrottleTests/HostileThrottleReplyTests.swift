@@ -42,6 +42,36 @@ import Testing
         #expect(heartbeat.nodes.map(\.announcement.id) == ["d1"] && heartbeat.nodes.first?.expiresAt == 4_000)
     }
 
+    static let goodAdjustment = #"{"action":"suspend","reason":"r","scope":{"domain":"a.test"},"setBy":"operator"}"#
+    static func bulk(_ text: String) -> RedisValue { .bulkString(Array(text.utf8)) }
+
+    @Test(arguments: [
+        RedisValue.null, .array([.integer(1)]), .array([.integer(1), .integer(2), bulk("suspend domain=a.test")]),
+        .array([.integer(1), .integer(2), bulk("suspend domain=a.test"), bulk("soon"), bulk(goodAdjustment)]),
+        .array([.integer(1), bulk("v"), bulk("suspend domain=a.test"), .integer(3), bulk(goodAdjustment)]),
+        .array([.integer(1), .integer(2), .integer(9), .integer(3), bulk(goodAdjustment)]),
+    ])
+    func anAdjustmentListOfTheWrongShapeIsAnError(_ reply: RedisValue) {
+        #expect(throws: RedisError.self) { try SharedAdjustments.adjustments(from: reply) }
+    }
+
+    @Test func entriesThatCannotApplyAreListedApartFromTheOthers() throws {
+        let list = try SharedAdjustments.adjustments(from: .array([
+            .integer(1_000), .integer(7),
+            Self.bulk("suspend domain=a.test"), .integer(5_000), Self.bulk(Self.goodAdjustment),
+            Self.bulk("junk"), .integer(5_000), Self.bulk("{not json"),
+            Self.bulk("no-scope"), .integer(5_000), Self.bulk(#"{"action":"suspend","reason":"r","scope":{},"setBy":"operator"}"#),
+            Self.bulk("elsewhere"), .integer(5_000), Self.bulk(Self.goodAdjustment),
+        ]))
+        #expect(list.version == 7 && list.serverTime == 1_000)
+        #expect(list.active.map(\.adjustment.id) == ["suspend domain=a.test"] && list.active.first?.expiresAt == 5_000)
+        #expect(list.unreadable.map(\.id) == ["junk", "no-scope", "elsewhere"])
+        #expect(list.unreadable.map(\.problem) == [
+            "not an adjustment: {not json", "an adjustment needs at least one of pool, site, domain, tenant",
+            "stored under another id than its own (suspend domain=a.test)",
+        ])
+    }
+
     @Test func anAdjustmentWithoutScopeOrValuesDoesNotApply() {
         #expect(Adjustment(action: .suspend, scope: .init(), reason: "", setBy: "operator").problem != nil)
         #expect(Adjustment(action: .messageRate, scope: .init(domain: "a.test"), reason: "", setBy: "operator").problem != nil)

@@ -93,6 +93,32 @@ struct TrafficShapingTests {
         for client in clients { await client.close() }
     }
 
+    /// An entry of the adjustments that no node can apply (an unknown action, as a newer version
+    /// or a hand-written HSET would leave) is reported and ignored: the node stays on Redis and
+    /// applies the others. Before, it took the reply for a Redis failure and went to local limits.
+    @Test func anUnreadableAdjustmentIsIgnoredAndTheOthersApply() async throws {
+        let server = try await RedisServer.start()
+        defer { server.stop() }
+        let (first, second, clients) = await Self.twoNodes(server)
+        let pause = Self.rule("stop", action: .suspend, duration: .seconds(30))
+        #expect(await first.shapingRuleMatched(pause, pool: "shared", site: Self.site, tenant: "acme", reply: Self.reply))
+        let now = try await clients[0].send(["TIME"])
+        guard case .array(let time) = now, let seconds = Int64(try time[0].string()) else { throw RedisError.unexpectedReply(expected: "TIME", got: "\(now)") }
+        for command: [RedisArgument] in [["HSET", "t:adjustments", "odd", #"{"action":"slow_down","scope":{"domain":"inbox.test"}}"#],
+                                         ["ZADD", "t:adjustments:expiry", "\(seconds * 1_000 + 60_000)", "odd"],
+                                         ["INCR", "t:adjustments:version"]] {
+            _ = try await clients[0].send(command)
+        }
+        await second.tick()
+        #expect(second.isRedisUp, "an unreadable entry is not an outage")
+        #expect(second.suspension(pool: "shared", site: Self.site)?.setBy == "rule:stop", "the readable adjustment applies")
+        let list = try await SharedAdjustments(redis: clients[0], keyPrefix: "t:").list()
+        #expect(list.active.map(\.adjustment.setBy) == ["rule:stop"])
+        #expect(list.unreadable.map(\.id) == ["odd"] && list.unreadable.first?.problem.hasPrefix("not an adjustment") == true,
+                "\(list.unreadable)")
+        for client in clients { await client.close() }
+    }
+
     /// `max_connections` and `suspend` rules act on the pool → site where the reply came from.
     @Test func connectionRulesActOnThePoolAndSiteThatAnswered() async throws {
         let server = try await RedisServer.start()
