@@ -119,6 +119,8 @@ public enum MetricCatalog {
               "Entries of the adjustments in Redis that do not decode or cannot apply, ignored (smarthostctl throttle show names them)."),
         .init("smarthost_cluster_delivery_nodes", .gauge,
               "Live delivery nodes in the node registry, as last seen."),
+        .init("smarthost_cluster_registry_unreadable", .gauge,
+              "Node registry entries whose announcement does not decode, not counted as nodes (smarthostctl nodes names them)."),
         // Ingress nodes
         .init("smarthost_ingress_quota_decisions_total", .counter, labels: ["result"],
               "Tenant message-rate quota decisions: admitted, exceeded, unchecked (Redis did not answer)."),

@@ -102,7 +102,12 @@ public final class LedgerService: Service, Sendable {
         var held: Set<String> = []
         var unanswered: [String: String] = [:]
         do {
-            let live = try await registry.liveNodes().map(\.announcement).filter { $0.role == "delivery" }
+            let registered = try await registry.liveNodes()
+            // An entry that does not decode may be a delivery node whose spool cannot be asked.
+            for entry in registered.unreadable {
+                unanswered[entry.id] = "its registry entry does not decode (\(entry.problem)); its spool cannot be asked"
+            }
+            let live = registered.nodes.map(\.announcement).filter { $0.role == "delivery" }
             for node in await store.missingNodes(live: live, now: now) {
                 unanswered[node.id] = "not in the registry since \(ReportClock.ago(now - node.lastSeen)); its spool cannot be asked"
             }

@@ -83,6 +83,9 @@ public actor ClusterThrottle: Service {
     private let nodesGauge = Gauge(label: "smarthost_cluster_delivery_nodes")
     private let adjustmentsGauge = Gauge(label: "smarthost_throttle_adjustments")
     private let unreadableGauge = Gauge(label: "smarthost_throttle_adjustments_unreadable")
+    private let unreadableNodesGauge = Gauge(label: "smarthost_cluster_registry_unreadable")
+    /// Registry entries the last heartbeat could not read (logged when they change).
+    private var unreadableNodes: [UnreadableEntry] = []
     private let localDecisions = Counter(label: "smarthost_throttle_local_decisions_total")
     private let redisErrors = Counter(label: "smarthost_throttle_redis_errors_total")
 
@@ -380,6 +383,13 @@ public actor ClusterThrottle: Service {
             return
         }
         let deliveryNodes = max(1, heartbeat.nodes.filter { $0.announcement.role == "delivery" }.count)
+        if heartbeat.unreadable != unreadableNodes {
+            unreadableNodes = heartbeat.unreadable
+            unreadableNodesGauge.record(unreadableNodes.count)
+            if !unreadableNodes.isEmpty {
+                logger.error("node registry entries that do not decode are not counted as nodes", metadata: ["unreadable": "\(unreadableNodes)"])
+            }
+        }
         let wasUp = published.withLock { state in
             defer {
                 state.redisUp = true

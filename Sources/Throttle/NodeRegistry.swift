@@ -33,6 +33,16 @@ public struct NodeAnnouncement: Codable, Sendable, Equatable {
 }
 
 /// A live node of the registry, and when its heartbeat expires (server clock).
+/// An entry in Redis (an adjustment, a node's announcement) that does not decode or cannot
+/// apply: written by hand, by another version, or corrupted. Reported, never used, and it does
+/// not stop the entries beside it from being used.
+public struct UnreadableEntry: Sendable, Equatable, CustomStringConvertible {
+    public var id: String
+    public var problem: String
+
+    public var description: String { "\(id): \(problem)" }
+}
+
 public struct RegisteredNode: Sendable, Equatable {
     public var announcement: NodeAnnouncement
     public var expiresAt: Int64
@@ -42,6 +52,8 @@ public struct RegisteredNode: Sendable, Equatable {
 /// shared adjustments (so a node fetches them only when they changed).
 public struct Heartbeat: Sendable, Equatable {
     public var nodes: [RegisteredNode]
+    /// Registry entries whose announcement does not decode: not counted as nodes.
+    public var unreadable: [UnreadableEntry]
     public var serverTime: Int64
     public var adjustmentsVersion: Int64
 }
@@ -73,29 +85,36 @@ public struct NodeRegistry: Sendable {
                                       ["HDEL", RedisArgument(keys[1]), RedisArgument(id)]])
     }
 
-    /// The live nodes, without announcing anything.
-    public func liveNodes() async throws(RedisError) -> [RegisteredNode] {
-        let reply = try await redis.evalScript(Self.script, keys: keys, arguments: [])
-        return try Self.heartbeat(from: reply).nodes
+    /// The live nodes, and the entries whose announcement does not decode, without announcing anything.
+    public func liveNodes() async throws(RedisError) -> (nodes: [RegisteredNode], unreadable: [UnreadableEntry]) {
+        let heartbeat = try Self.heartbeat(from: try await redis.evalScript(Self.script, keys: keys, arguments: []))
+        return (heartbeat.nodes, heartbeat.unreadable)
     }
 
-    /// `{server_ms, version, id1, expiry1, json1, ...}`; a node whose announcement does not
-    /// decode is an error, not skipped: the registry is this project's own data.
+    /// `{server_ms, version, id1, expiry1, json1, ...}`. A reply of another shape is an error; an
+    /// announcement that does not decode (another version's, or corrupted) is listed apart, so
+    /// that one bad entry cannot take every delivery node off the shared limits.
     static func heartbeat(from reply: RedisValue) throws(RedisError) -> Heartbeat {
         guard case .array(let fields) = reply, fields.count >= 2, (fields.count - 2) % 3 == 0 else {
             throw .unexpectedReply(expected: "a heartbeat {time, version, (id, expiry, announcement)...}", got: reply.description)
         }
-        var nodes: [RegisteredNode] = []
+        var heartbeat = Heartbeat(nodes: [], unreadable: [], serverTime: try fields[0].int(), adjustmentsVersion: try fields[1].int())
         for start in stride(from: 2, to: fields.count, by: 3) {
+            let id = try fields[start].string()
+            let expiresAt = try fields[start + 1].int()
             let json = try fields[start + 2].string()
-            guard let announcement = try? JSONDecoder().decode(NodeAnnouncement.self, from: Data(json.utf8)),
-                  announcement.id == (try fields[start].string()) else {
-                throw .unexpectedReply(expected: "a node announcement", got: json)
+            guard let announcement = try? JSONDecoder().decode(NodeAnnouncement.self, from: Data(json.utf8)) else {
+                heartbeat.unreadable.append(UnreadableEntry(id: id, problem: "not a node announcement: \(json.prefix(200))"))
+                continue
             }
-            nodes.append(RegisteredNode(announcement: announcement, expiresAt: try fields[start + 1].int()))
+            guard announcement.id == id else {
+                heartbeat.unreadable.append(UnreadableEntry(id: id, problem: "announces another node (\(announcement.id))"))
+                continue
+            }
+            heartbeat.nodes.append(RegisteredNode(announcement: announcement, expiresAt: expiresAt))
         }
-        return Heartbeat(nodes: nodes.sorted { $0.announcement.id < $1.announcement.id },
-                         serverTime: try fields[0].int(), adjustmentsVersion: try fields[1].int())
+        heartbeat.nodes.sort { $0.announcement.id < $1.announcement.id }
+        return heartbeat
     }
 
     /// KEYS: the expiry set, the announcements, the adjustments version. ARGV: id, ttl ms,

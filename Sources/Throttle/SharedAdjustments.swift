@@ -67,15 +67,6 @@ public struct ActiveAdjustment: Sendable, Equatable {
     public var expiresAt: Int64
 }
 
-/// An entry of the adjustments hash that does not decode or cannot apply (written by hand, by
-/// a newer version, or corrupted): reported, never applied, and it does not stop the others.
-public struct UnreadableAdjustment: Sendable, Equatable, CustomStringConvertible {
-    public var id: String
-    public var problem: String
-
-    public var description: String { "\(id): \(problem)" }
-}
-
 /// What `SharedAdjustments.list` read.
 public struct AdjustmentList: Sendable {
     /// Bumped on every change.
@@ -83,7 +74,7 @@ public struct AdjustmentList: Sendable {
     /// Redis's clock, ms.
     public var serverTime: Int64
     public var active: [ActiveAdjustment]
-    public var unreadable: [UnreadableAdjustment]
+    public var unreadable: [UnreadableEntry]
 }
 
 /// The adjustments in Redis: a hash of JSON by id, a sorted set of expiries, and a version
@@ -150,13 +141,13 @@ public struct SharedAdjustments: Sendable {
             do {
                 adjustment = try JSONDecoder().decode(Adjustment.self, from: Data(json.utf8))
             } catch {
-                list.unreadable.append(UnreadableAdjustment(id: id, problem: "not an adjustment: \(json.prefix(200))"))
+                list.unreadable.append(UnreadableEntry(id: id, problem: "not an adjustment: \(json.prefix(200))"))
                 continue
             }
             if let problem = adjustment.problem {
-                list.unreadable.append(UnreadableAdjustment(id: id, problem: problem))
+                list.unreadable.append(UnreadableEntry(id: id, problem: problem))
             } else if adjustment.id != id {
-                list.unreadable.append(UnreadableAdjustment(id: id, problem: "stored under another id than its own (\(adjustment.id))"))
+                list.unreadable.append(UnreadableEntry(id: id, problem: "stored under another id than its own (\(adjustment.id))"))
             } else {
                 list.active.append(ActiveAdjustment(adjustment: adjustment, expiresAt: expiresAt))
             }

@@ -57,10 +57,19 @@ struct Cluster {
         }
     }
 
-    func liveNodes() async throws -> [RegisteredNode] {
+    /// The registry: live nodes, and entries that do not decode.
+    func registry() async throws -> (nodes: [RegisteredNode], unreadable: [UnreadableEntry]) {
         try await withRedis { redis throws(RedisError) in
             try await NodeRegistry(redis: redis, keyPrefix: configuration.redis.keyPrefix).liveNodes()
         }
+    }
+
+    /// The live nodes. An entry that does not decode could be a node this command would miss:
+    /// it is named and the command stops (exit 1); `nodes` lists the rest.
+    func liveNodes() async throws -> [RegisteredNode] {
+        let (nodes, unreadable) = try await registry()
+        try reportUnreadable(unreadable, kind: .registryEntry)
+        return nodes
     }
 
     /// The live nodes of `role`; none is an error (exit 1) that says so.

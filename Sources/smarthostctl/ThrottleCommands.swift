@@ -22,19 +22,24 @@ struct Nodes: AsyncParsableCommand {
 
     func run() async throws {
         let cluster = try Cluster(options)
-        let nodes = try await cluster.liveNodes().map(\.announcement)
+        let (registered, unreadable) = try await cluster.registry()
+        let nodes = registered.map(\.announcement)
         let rows = await withTaskGroup(of: Row.self) { group in
             for node in nodes { group.addTask { Row(node: node, ready: await Self.readiness(node)) } }
             var rows: [Row] = []
             for await row in group { rows.append(row) }
             return rows.sorted { $0.node.id < $1.node.id }
         }
-        if options.json { return try printJSON(rows) }
-        let now = nowMilliseconds()
-        print(ReportFormat.table(["NODE", "ROLE", "ADMIN", "VERSION", "UP FOR", "READY"], rows.map {
-            [$0.node.id, $0.node.role, $0.node.admin, $0.node.version, TerminalTable.age(now - $0.node.startedAt), $0.ready]
-        }), terminator: "")
-        print("\(rows.count) live nodes")
+        if options.json {
+            try printJSON(rows)
+        } else {
+            let now = nowMilliseconds()
+            print(ReportFormat.table(["NODE", "ROLE", "ADMIN", "VERSION", "UP FOR", "READY"], rows.map {
+                [$0.node.id, $0.node.role, $0.node.admin, $0.node.version, TerminalTable.age(now - $0.node.startedAt), $0.ready]
+            }), terminator: "")
+            print("\(rows.count) live nodes")
+        }
+        try reportUnreadable(unreadable, kind: .registryEntry)
     }
 
     /// `GET /ready` (no token needed): "ready", the node's reason, or why it did not answer.
@@ -60,7 +65,7 @@ struct ListedAdjustment: Encodable {
 
 /// The adjustments in force, and the entries no node can apply (named on standard error by
 /// `reportUnreadable`).
-func activeAdjustments(_ cluster: Cluster) async throws -> (listed: [ListedAdjustment], unreadable: [UnreadableAdjustment]) {
+func activeAdjustments(_ cluster: Cluster) async throws -> (listed: [ListedAdjustment], unreadable: [UnreadableEntry]) {
     let list = try await cluster.withRedis { redis throws(RedisError) in
         try await SharedAdjustments(redis: redis, keyPrefix: cluster.configuration.redis.keyPrefix).list()
     }
@@ -70,11 +75,22 @@ func activeAdjustments(_ cluster: Cluster) async throws -> (listed: [ListedAdjus
     return (listed, list.unreadable)
 }
 
-/// Names each entry the nodes ignore and how to remove it; exit 1 when there is one.
-func reportUnreadable(_ unreadable: [UnreadableAdjustment]) throws {
+/// Where an entry in Redis that the nodes ignore was found.
+enum UnreadableKind {
+    case adjustment, registryEntry
+}
+
+/// Names each entry in Redis that the nodes ignore (and, for an adjustment, how to remove it);
+/// exit 1 when there is one.
+func reportUnreadable(_ unreadable: [UnreadableEntry], kind: UnreadableKind) throws {
     guard !unreadable.isEmpty else { return }
     for entry in unreadable {
-        printError("UNREADABLE ADJUSTMENT (every node ignores it): \(entry); remove it with: smarthostctl throttle remove '\(entry.id)'")
+        switch kind {
+        case .adjustment:
+            printError("UNREADABLE ADJUSTMENT (every node ignores it): \(entry); remove it with: smarthostctl throttle remove '\(entry.id)'")
+        case .registryEntry:
+            printError("UNREADABLE REGISTRY ENTRY (not counted as a node): \(entry)")
+        }
     }
     throw ExitCode.failure
 }
@@ -102,7 +118,7 @@ struct Suspend: AsyncParsableCommand {
                 print(adjustmentsTable(suspensions), terminator: "")
                 print("\(suspensions.count) suspensions in force")
             }
-            try reportUnreadable(unreadable)
+            try reportUnreadable(unreadable, kind: .adjustment)
         }
     }
 }
@@ -137,7 +153,7 @@ struct Throttle: AsyncParsableCommand {
                 print(adjustmentsTable(adjustments), terminator: "")
                 print("\nif Redis is down, each node applies the limits divided by the delivery nodes it last saw (smarthost_throttle_redis_up)")
             }
-            try reportUnreadable(unreadable)
+            try reportUnreadable(unreadable, kind: .adjustment)
         }
 
         static func describe(_ limit: SmarthostConfiguration.Limit) -> String {

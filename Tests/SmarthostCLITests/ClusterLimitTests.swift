@@ -212,6 +212,15 @@ struct ClusterLimitTests {
         let removed = try await cluster.ctl(["throttle", "remove", "hand-written"])
         #expect(removed.status == 0, "\(removed.output)\(removed.errors)")
         #expect(try await cluster.ctl(["throttle", "show"]).status == 0)
+        // The same for a registry entry another version might write: listed apart, not a node.
+        for command in [["ZADD", "smarthost:nodes", "\(expiry - 597_000)", "newer"], ["HSET", "smarthost:nodes:info", "newer", "{}"]] {
+            let written = try await runCommand(try findExecutable("redis-cli"), ["-p", "\(cluster.redis.port)"] + command)
+            try #require(written.status == 0, "redis-cli \(command): \(written.errors)")
+        }
+        let nodes = try await cluster.ctl(["nodes"])
+        #expect(nodes.status == 1 && nodes.output.contains("3 live nodes")
+                    && nodes.errors.contains("UNREADABLE REGISTRY ENTRY (not counted as a node): newer: not a node announcement: {}"),
+                "\(nodes.status) \(nodes.output)\(nodes.errors)")
 
         // Past the rule (15 s) and back at full rate for a while.
         try await Task.sleep(for: .seconds(22))

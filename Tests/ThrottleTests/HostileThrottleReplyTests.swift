@@ -25,13 +25,26 @@ import Testing
 
     @Test(arguments: [
         RedisValue.null, .array([.integer(1)]), .array([.integer(1), .integer(2), .bulkString(Array("d1".utf8))]),
-        .array([.integer(1), .integer(2), .bulkString(Array("d1".utf8)), .integer(3), .bulkString(Array("{not json".utf8))]),
-        .array([.integer(1), .integer(2), .bulkString(Array("other".utf8)), .integer(3), .bulkString(Array(goodAnnouncement.utf8))]),
         .array([.integer(1), .integer(2), .bulkString(Array("d1".utf8)), .bulkString(Array("soon".utf8)),
                 .bulkString(Array(goodAnnouncement.utf8))]),
+        .array([.integer(1), .integer(2), .integer(5), .integer(3), .bulkString(Array(goodAnnouncement.utf8))]),
     ])
     func aHeartbeatReplyThatIsNotOneIsRefused(_ reply: RedisValue) {
         #expect(throws: RedisError.self) { try NodeRegistry.heartbeat(from: reply) }
+    }
+
+    /// One entry another version (or a hand) wrote must not stop the delivery nodes from
+    /// reading the registry: it is listed apart and not counted as a node.
+    @Test func registryEntriesThatDoNotDecodeAreListedApart() throws {
+        let heartbeat = try NodeRegistry.heartbeat(from: .array([
+            .integer(1_000), .integer(7),
+            .bulkString(Array("d1".utf8)), .integer(4_000), .bulkString(Array(Self.goodAnnouncement.utf8)),
+            .bulkString(Array("d2".utf8)), .integer(4_000), .bulkString(Array("{not json".utf8)),
+            .bulkString(Array("other".utf8)), .integer(4_000), .bulkString(Array(Self.goodAnnouncement.utf8)),
+        ]))
+        #expect(heartbeat.nodes.map(\.announcement.id) == ["d1"])
+        #expect(heartbeat.unreadable == [UnreadableEntry(id: "d2", problem: "not a node announcement: {not json"),
+                                         UnreadableEntry(id: "other", problem: "announces another node (d1)")])
     }
 
     @Test func aWellFormedHeartbeatIsRead() throws {

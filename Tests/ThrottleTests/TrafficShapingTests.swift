@@ -93,10 +93,11 @@ struct TrafficShapingTests {
         for client in clients { await client.close() }
     }
 
-    /// An entry of the adjustments that no node can apply (an unknown action, as a newer version
-    /// or a hand-written HSET would leave) is reported and ignored: the node stays on Redis and
-    /// applies the others. Before, it took the reply for a Redis failure and went to local limits.
-    @Test func anUnreadableAdjustmentIsIgnoredAndTheOthersApply() async throws {
+    /// An adjustment no node can apply (an unknown action, as a newer version or a hand-written
+    /// HSET would leave) and a registry entry that does not decode are reported and ignored: the
+    /// node stays on Redis, applies the other adjustments and counts the other nodes. Before,
+    /// it took either for a Redis failure and went to local limits at every heartbeat.
+    @Test func unreadableEntriesAreIgnoredAndTheRestApply() async throws {
         let server = try await RedisServer.start()
         defer { server.stop() }
         let (first, second, clients) = await Self.twoNodes(server)
@@ -106,11 +107,14 @@ struct TrafficShapingTests {
         guard case .array(let time) = now, let seconds = Int64(try time[0].string()) else { throw RedisError.unexpectedReply(expected: "TIME", got: "\(now)") }
         for command: [RedisArgument] in [["HSET", "t:adjustments", "odd", #"{"action":"slow_down","scope":{"domain":"inbox.test"}}"#],
                                          ["ZADD", "t:adjustments:expiry", "\(seconds * 1_000 + 60_000)", "odd"],
-                                         ["INCR", "t:adjustments:version"]] {
+                                         ["INCR", "t:adjustments:version"],
+                                         ["ZADD", "t:nodes", "\(seconds * 1_000 + 60_000)", "newer"],
+                                         ["HSET", "t:nodes:info", "newer", #"{"id":"newer","roles":["delivery"]}"#]] {
             _ = try await clients[0].send(command)
         }
         await second.tick()
         #expect(second.isRedisUp, "an unreadable entry is not an outage")
+        #expect(second.liveDeliveryNodes == 2, "the entry that does not decode is not counted")
         #expect(second.suspension(pool: "shared", site: Self.site)?.setBy == "rule:stop", "the readable adjustment applies")
         let list = try await SharedAdjustments(redis: clients[0], keyPrefix: "t:").list()
         #expect(list.active.map(\.adjustment.setBy) == ["rule:stop"])
