@@ -415,8 +415,7 @@ public actor ClusterThrottle: Service {
     private func refreshAdjustments() async {
         do {
             let list = try await adjustments.list()
-            let (version, serverTime, active) = (list.version, list.serverTime, list.active)
-            adjustmentsVersion = version
+            adjustmentsVersion = list.version
             unreadableGauge.record(list.unreadable.count)
             if !list.unreadable.isEmpty {
                 logger.error("adjustments in Redis that cannot apply are ignored; remove them with smarthostctl throttle remove ID",
@@ -425,12 +424,12 @@ public actor ClusterThrottle: Service {
             published.withLock { state in
                 let connectionActions: Set<Adjustment.Action> = [.maxConnections, .suspend]
                 let before = state.adjustments.filter { connectionActions.contains($0.adjustment.action) }.map(\.adjustment.id)
-                let after = active.filter { connectionActions.contains($0.adjustment.action) }.map(\.adjustment.id)
+                let after = list.active.filter { connectionActions.contains($0.adjustment.action) }.map(\.adjustment.id)
                 if before != after { state.generation += 1 }
-                state.adjustments = active
-                state.clockOffset = serverTime - Self.milliseconds()
+                state.adjustments = list.active
+                state.clockOffset = list.serverTime - Self.milliseconds()
             }
-            adjustmentsGauge.record(active.count)
+            adjustmentsGauge.record(list.active.count)
             tokens.removeAll()
         } catch {
             markDown("the adjustments could not be read: \(error)")

@@ -32,7 +32,6 @@ public struct NodeAnnouncement: Codable, Sendable, Equatable {
     }
 }
 
-/// A live node of the registry, and when its heartbeat expires (server clock).
 /// An entry in Redis (an adjustment, a node's announcement) that does not decode or cannot
 /// apply: written by hand, by another version, or corrupted. Reported, never used, and it does
 /// not stop the entries beside it from being used.
@@ -43,6 +42,7 @@ public struct UnreadableEntry: Sendable, Equatable, CustomStringConvertible {
     public var description: String { "\(id): \(problem)" }
 }
 
+/// A live node of the registry, and when its heartbeat expires (server clock).
 public struct RegisteredNode: Sendable, Equatable {
     public var announcement: NodeAnnouncement
     public var expiresAt: Int64
