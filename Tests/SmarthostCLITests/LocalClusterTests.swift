@@ -45,8 +45,9 @@ struct LocalClusterTests {
 
     /// cluster/up on free ports, as a managed process (Foundation's Process never noticed this
     /// script's exit), waited for. Ports are free when picked, but the tests running beside
-    /// this one open connections too: when cluster/up finds one taken, it is tried again on
-    /// new ones (at most three times); any other failure fails the test.
+    /// this one open connections too: when cluster/up finds one taken, or a process it started
+    /// could not bind its port (taken between cluster/up's check and the bind), it is tried
+    /// again on new ones (at most three times); any other failure fails the test.
     static func up(run: String) async throws -> String {
         var output = ""
         for _ in 1...3 {
@@ -64,7 +65,7 @@ struct LocalClusterTests {
             let status = try await up.exitCode(within: .seconds(180))
             output = (try? String(contentsOfFile: "\(run).up.log", encoding: .utf8)) ?? ""
             if status == 0 { return output }
-            guard status == 1, output.contains("is taken") else {
+            guard status == 1, output.contains("is taken") || output.contains("Address already in use") else {
                 throw ClusterError(description: "cluster/up failed (\(status.map(String.init) ?? "still running")):\n\(output)")
             }
             await down(run: run)
