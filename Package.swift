@@ -143,7 +143,7 @@ let package = Package(
         ]),
         // What both command-line tools share: the --config option, errors, JSON output.
         .target(name: "CommandSupport", dependencies: [
-            "SmarthostConfig",
+            "Reconciliation", "SmarthostConfig",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // The operator's tool: every node of a running cluster through its admin API, merged.

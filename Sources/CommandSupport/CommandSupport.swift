@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Reconciliation
 import SmarthostConfig
 
 /// `--config FILE`, loaded and validated; a bad file stops the command with every error in it.
@@ -28,10 +29,8 @@ public func printError(_ message: String) {
     FileHandle.standardError.write(Data((message + "\n").utf8))
 }
 
-/// Prints JSON with sorted keys, so that scripts and diffs see a stable shape.
+/// Prints JSON as the reports and admin answers are written (sorted snake_case keys), so that
+/// scripts and diffs see a stable shape.
 public func printJSON<T: Encodable>(_ value: T) throws {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-    encoder.keyEncodingStrategy = .convertToSnakeCase
-    print(String(decoding: try encoder.encode(value), as: UTF8.self))
+    print(try ReportFormat.encodedJSON(value), terminator: "")
 }

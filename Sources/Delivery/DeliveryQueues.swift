@@ -180,17 +180,19 @@ public struct DeliveryQueues: Sendable {
 
     public private(set) var depths: [DepthKey: Depth] = [:]
 
-    /// Finds the oldest reception again where it left, visiting only that tenant's and domain's
-    /// queues. Returns how many keys needed it.
+    /// Finds the oldest reception again where it left, in one pass that skips the scheduled
+    /// queues of every other tenant and domain. Returns how many keys needed it.
     @discardableResult
     public mutating func refreshOldest() -> Int {
-        let stale = depths.filter(\.value.oldestIsStale).map(\.key)
+        let stale = Set(depths.filter(\.value.oldestIsStale).map(\.key))
+        guard !stale.isEmpty else { return 0 }
+        var oldest: [DepthKey: UInt64] = [:]
+        contents.forEachEntry(in: { stale.contains(DepthKey(tenant: $0.tenant, domain: $0.domain)) }) { entry, _ in
+            let key = DepthKey(tenant: entry.tenant, domain: entry.domain)
+            if stale.contains(key) { oldest[key] = min(oldest[key] ?? .max, entry.receivedAt) }
+        }
         for key in stale {
-            var oldest = UInt64.max
-            contents.forEachEntry(in: { $0.tenant == key.tenant && $0.domain == key.domain }) { entry, _ in
-                if entry.tenant == key.tenant && entry.domain == key.domain { oldest = min(oldest, entry.receivedAt) }
-            }
-            depths[key]?.oldestReceivedAt = oldest
+            depths[key]?.oldestReceivedAt = oldest[key] ?? .max
             depths[key]?.oldestIsStale = false
         }
         return stale.count

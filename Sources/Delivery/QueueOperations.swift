@@ -118,9 +118,7 @@ extension QueueManager {
                                               node: String) async -> [RecentActivity.Key: QueueSummaryRow] {
         var rows: [RecentActivity.Key: QueueSummaryRow] = [:]
         var texts: [RecentActivity.Key: [String: Int]] = [:]
-        queues.forEachEntry(in: filter.mayMatch) { entry, raw in
-            let state = classifier.state(entry, raw)
-            guard classifier.matches(filter, entry, state) else { return }
+        classifier.forEachMatch(of: filter, in: queues) { entry, state in
             let key = RecentActivity.Key(tenant: entry.tenant, domain: entry.domain, pool: entry.pool)
             var row = rows[key] ?? QueueSummaryRow(node: node, tenant: key.tenant, domain: key.domain, pool: key.pool)
             row[state] += 1
@@ -150,10 +148,7 @@ extension QueueManager {
     private nonisolated static func list(_ queues: DeliveryQueues.Contents, _ classifier: EntryClassifier, _ filter: QueueFilter, limit: Int,
                                          node: String) async -> NodeQueueListing {
         var matched: [(entry: QueueEntry, state: QueueState)] = []
-        queues.forEachEntry(in: filter.mayMatch) { entry, raw in
-            let state = classifier.state(entry, raw)
-            if classifier.matches(filter, entry, state) { matched.append((entry, state)) }
-        }
+        classifier.forEachMatch(of: filter, in: queues) { entry, state in matched.append((entry, state)) }
         let oldest = matched.sorted { ($0.entry.receivedAt, $0.entry.id.text, $0.entry.domain) < ($1.entry.receivedAt, $1.entry.id.text, $1.entry.domain) }
             .prefix(limit)
         return NodeQueueListing(node: node, matched: matched.count, entries: oldest.map { entry, state in
@@ -173,9 +168,7 @@ extension QueueManager {
                                           takeable: Set<QueueState>) async -> (matched: Int, skipped: [String: Int]) {
         var matched = 0
         var skipped: [String: Int] = [:]
-        queues.forEachEntry(in: filter.mayMatch) { entry, raw in
-            let state = classifier.state(entry, raw)
-            guard classifier.matches(filter, entry, state) else { return }
+        classifier.forEachMatch(of: filter, in: queues) { _, state in
             matched += 1
             if !takeable.contains(state) { skipped[state.rawValue, default: 0] += 1 }
         }
@@ -190,8 +183,7 @@ extension QueueManager {
         guard request.dryRun != true else { return (matched, skipped, []) }
         let classifier = classifier()
         let taken = queues.takeMatching(limit: request.limit ?? .max, in: request.filter.mayMatch) { entry, raw in
-            let state = classifier.state(entry, raw)
-            return takeable.contains(state) && classifier.matches(request.filter, entry, state)
+            classifier.matchingState(request.filter, entry, raw).map(takeable.contains) ?? false
         }
         return (matched, skipped, taken)
     }
@@ -307,9 +299,19 @@ struct EntryClassifier: Sendable {
         }
     }
 
-    func matches(_ filter: QueueFilter, _ entry: QueueEntry, _ state: QueueState) -> Bool {
-        filter.matches(tenant: entry.tenant, domain: entry.domain, job: entry.job, pool: entry.pool, receivedAt: entry.receivedAt,
-                       state: state, now: now)
+    /// The entry's state when `filter` selects it, else nil.
+    func matchingState(_ filter: QueueFilter, _ entry: QueueEntry, _ raw: DeliveryQueues.EntryState) -> QueueState? {
+        let state = state(entry, raw)
+        return filter.matches(tenant: entry.tenant, domain: entry.domain, job: entry.job, pool: entry.pool, receivedAt: entry.receivedAt,
+                              state: state, now: now) ? state : nil
+    }
+
+    /// Every entry of `queues` that `filter` selects, with its state (scheduled queues that
+    /// cannot match are skipped whole).
+    func forEachMatch(of filter: QueueFilter, in queues: DeliveryQueues.Contents, _ body: (QueueEntry, QueueState) -> Void) {
+        queues.forEachEntry(in: filter.mayMatch) { entry, raw in
+            if let state = matchingState(filter, entry, raw) { body(entry, state) }
+        }
     }
 
     /// Who suspended an entry's traffic.

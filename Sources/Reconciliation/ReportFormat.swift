@@ -14,12 +14,18 @@ public enum ReportFormat: String, Sendable, CaseIterable {
 
     public var fileExtension: String { self == .table ? "txt" : rawValue }
 
-    /// JSON with sorted snake_case keys, as every report and admin answer is written.
+    /// JSON with sorted snake_case keys, as every report and admin answer is written; `{}`
+    /// for a value that does not encode.
     public static func json<T: Encodable>(_ value: T) -> String {
+        (try? encodedJSON(value)) ?? "{}\n"
+    }
+
+    /// As `json`, but a value that does not encode is an error.
+    public static func encodedJSON<T: Encodable>(_ value: T) throws -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
         encoder.keyEncodingStrategy = .convertToSnakeCase
-        return String(decoding: (try? encoder.encode(value)) ?? Data("{}".utf8), as: UTF8.self) + "\n"
+        return String(decoding: try encoder.encode(value), as: UTF8.self) + "\n"
     }
 
     /// Decodes what `json` wrote.

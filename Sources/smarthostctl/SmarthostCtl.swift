@@ -123,6 +123,26 @@ func failIfUnanswered(_ unanswered: [String: String]) throws {
     throw ExitCode.failure
 }
 
+/// Where an entry in Redis that the nodes ignore was found.
+enum UnreadableKind {
+    case adjustment, registryEntry
+}
+
+/// Names each entry in Redis that the nodes ignore (and, for an adjustment, how to remove it);
+/// exit 1 when there is one.
+func reportUnreadable(_ unreadable: [UnreadableEntry], kind: UnreadableKind) throws {
+    guard !unreadable.isEmpty else { return }
+    for entry in unreadable {
+        switch kind {
+        case .adjustment:
+            printError("UNREADABLE ADJUSTMENT (every node ignores it): \(entry); remove it with: smarthostctl throttle remove '\(entry.id)'")
+        case .registryEntry:
+            printError("UNREADABLE REGISTRY ENTRY (not counted as a node): \(entry)")
+        }
+    }
+    throw ExitCode.failure
+}
+
 /// A URL query string from a dictionary (keys sorted, values percent-encoded).
 func queryString(_ query: [String: String]) -> String {
     var allowed = CharacterSet.alphanumerics

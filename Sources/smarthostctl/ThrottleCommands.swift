@@ -75,26 +75,6 @@ func activeAdjustments(_ cluster: Cluster) async throws -> (listed: [ListedAdjus
     return (listed, list.unreadable)
 }
 
-/// Where an entry in Redis that the nodes ignore was found.
-enum UnreadableKind {
-    case adjustment, registryEntry
-}
-
-/// Names each entry in Redis that the nodes ignore (and, for an adjustment, how to remove it);
-/// exit 1 when there is one.
-func reportUnreadable(_ unreadable: [UnreadableEntry], kind: UnreadableKind) throws {
-    guard !unreadable.isEmpty else { return }
-    for entry in unreadable {
-        switch kind {
-        case .adjustment:
-            printError("UNREADABLE ADJUSTMENT (every node ignores it): \(entry); remove it with: smarthostctl throttle remove '\(entry.id)'")
-        case .registryEntry:
-            printError("UNREADABLE REGISTRY ENTRY (not counted as a node): \(entry)")
-        }
-    }
-    throw ExitCode.failure
-}
-
 func adjustmentsTable(_ listed: [ListedAdjustment]) -> String {
     ReportFormat.table(["ID", "SET BY", "EXPIRES IN", "REASON"], listed.map {
         [$0.id, $0.adjustment.setBy, TerminalTable.age($0.expiresInSeconds * 1_000), $0.adjustment.reason]
