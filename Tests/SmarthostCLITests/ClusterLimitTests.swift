@@ -1,7 +1,6 @@
 import Events
 import Foundation
 import Operations
-import Reconciliation
 import Testing
 import TestSupport
 
@@ -12,28 +11,19 @@ import TestSupport
 struct ClusterLimitTests {
     /// Three delivery nodes on one broker, one Redis and one destination (`inbox.test`).
     struct Cluster {
-        let broker: TansuBroker
-        let redis: RedisServer
-        let destination: ScriptedSMTPServer
-        let nodes: [DeliveryProcess]
+        let shared: DeliveryCluster
+        var broker: TansuBroker { shared.broker }
+        var redis: RedisServer { shared.redis }
+        var destination: ScriptedSMTPServer { shared.servers[0] }
+        var nodes: [DeliveryProcess] { shared.nodes }
 
         static func start(destinationScript: String = #"{"rules": []}"#, yaml: (Int) -> String) async throws -> Cluster {
-            let broker = try await TansuBroker.start()
-            try await DeliveryNodeTests.createTopics(broker)
-            let redis = try await RedisServer.start()
-            let destination = try await ScriptedSMTPServer.start(script: destinationScript)
-            let nodes = try (1...3).map {
-                try DeliveryProcess.start(broker: broker, name: "delivery-limits-\($0)", yaml: yaml(destination.port), redis: redis.address)
-            }
-            return Cluster(broker: broker, redis: redis, destination: destination, nodes: nodes)
+            Cluster(shared: try await DeliveryCluster.start(scripts: [destinationScript], nodes: (1...3).map { "delivery-limits-\($0)" }) {
+                yaml($0[0].port)
+            })
         }
 
-        func stop() {
-            for node in nodes { node.stop() }
-            destination.stop()
-            redis.stop()
-            broker.stop()
-        }
+        func stop() { shared.stop() }
 
         func delivered() -> Int {
             nodes.map { Int($0.metric("smarthost_delivery_recipients_total", labels: #"outcome="delivered""#) ?? 0) }.reduce(0, +)
@@ -41,10 +31,7 @@ struct ClusterLimitTests {
 
         func logs() -> String { nodes.map { "--- \($0.process.name)\n\($0.process.logTail(lines: 15))" }.joined(separator: "\n") }
 
-        /// Runs `smarthost` with the first node's configuration.
-        func ctl(_ arguments: [String]) async throws -> CommandResult {
-            try await runCommand(SmarthostCLITests.ctl, arguments + ["--config", nodes[0].config])
-        }
+        func ctl(_ arguments: [String]) async throws -> CommandResult { try await shared.ctl(arguments) }
     }
 
     /// What the destination saw.
@@ -268,11 +255,7 @@ struct ClusterLimitTests {
         defer { cluster.stop() }
         let total = 60
         try await enqueue((0..<total).map { testMessage(to: ["daily\($0)@inbox.test"]) }, broker: cluster.broker)
-        func summary() async throws -> QueueSummaryRow {
-            let result = try await cluster.ctl(["queue", "summary", "--json"])
-            try #require(result.status == 0, "queue summary: \(result.output)\(result.errors)")
-            return try ReportFormat.decode(ClusterQueueSummary.self, from: Array(result.output.utf8)).total
-        }
+        func summary() async throws -> QueueSummaryRow { try await cluster.shared.summary().total }
         let capped = try await eventuallyAsync(.seconds(60)) { try await summary().scheduled == total - 25 }
         #expect(capped, "35 entries back in their scheduled queues; delivered \(cluster.delivered()); logs:\n\(cluster.logs())")
         try await Task.sleep(for: .seconds(3))

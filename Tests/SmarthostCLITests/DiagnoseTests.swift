@@ -31,52 +31,23 @@ struct DiagnoseTests {
     }
 
     struct Incident {
-        let broker: TansuBroker
-        let redis: RedisServer
-        let servers: [ScriptedSMTPServer]
-        let node: DeliveryProcess
+        let cluster: DeliveryCluster
+        var broker: TansuBroker { cluster.broker }
+        var servers: [ScriptedSMTPServer] { cluster.servers }
+        var node: DeliveryProcess { cluster.nodes[0] }
 
         /// Starts one destination per script, routes each domain to the port `routes` gives
         /// (an index into the scripts, or -1 for a port where nothing listens).
         static func start(_ name: String, scripts: [String], routes: [String: Int]) async throws -> Incident {
-            let broker = try await TansuBroker.start()
-            var started: [() -> Void] = [broker.stop]
-            do {
-                try await DeliveryNodeTests.createTopics(broker, tenants: ["acme", "globex"])
-                let redis = try await RedisServer.start()
-                started.append(redis.stop)
-                var servers: [ScriptedSMTPServer] = []
-                for script in scripts {
-                    let server = try await ScriptedSMTPServer.start(script: script)
-                    started.append(server.stop)
-                    servers.append(server)
-                }
+            Incident(cluster: try await DeliveryCluster.start(tenants: ["acme", "globex"], scripts: scripts, nodes: [name]) { servers in
                 let closed = try Loopback.freePort()
-                let ports = routes.mapValues { $0 < 0 ? closed : servers[$0].port }
-                let node = try DeliveryProcess.start(broker: broker, name: name, yaml: DiagnoseTests.nodeYAML(routes: ports), redis: redis.address)
-                return Incident(broker: broker, redis: redis, servers: servers, node: node)
-            } catch {
-                for stop in started.reversed() { stop() }
-                throw error
-            }
+                return DiagnoseTests.nodeYAML(routes: routes.mapValues { $0 < 0 ? closed : servers[$0].port })
+            })
         }
 
-        func stop() {
-            node.stop()
-            for server in servers { server.stop() }
-            redis.stop()
-            broker.stop()
-        }
-
-        func ctl(_ arguments: [String]) async throws -> CommandResult {
-            try await runCommand(SmarthostCLITests.ctl, arguments + ["--config", node.config])
-        }
-
-        func summary(by: String) async throws -> ClusterQueueSummary {
-            let result = try await ctl(["queue", "summary", "--json", "--by", by])
-            try #require(result.status == 0, "\(result.output)\(result.errors)")
-            return try ReportFormat.decode(ClusterQueueSummary.self, from: Array(result.output.utf8))
-        }
+        func stop() { cluster.stop() }
+        func ctl(_ arguments: [String]) async throws -> CommandResult { try await cluster.ctl(arguments) }
+        func summary(by: String) async throws -> ClusterQueueSummary { try await cluster.summary(["--by", by]) }
 
         /// `diagnose --json` and its exit status.
         func diagnose() async throws -> (Diagnosis, status: Int32, text: String) {

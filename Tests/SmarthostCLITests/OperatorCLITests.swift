@@ -3,7 +3,6 @@ import Foundation
 import NodeHTTP
 import Operations
 import QueueRecord
-import Reconciliation
 import Testing
 import TestSupport
 
@@ -29,57 +28,23 @@ struct OperatorCLITests {
         """
     }
 
+    /// Two delivery nodes, the destination (`servers[0]`) and the DSN sink (`servers[1]`).
     struct Rig {
-        let broker: TansuBroker
-        let redis: RedisServer
-        let destination: ScriptedSMTPServer
-        let notices: ScriptedSMTPServer
-        let nodes: [DeliveryProcess]
+        let cluster: DeliveryCluster
+        var broker: TansuBroker { cluster.broker }
+        var destination: ScriptedSMTPServer { cluster.servers[0] }
+        var notices: ScriptedSMTPServer { cluster.servers[1] }
+        var nodes: [DeliveryProcess] { cluster.nodes }
 
         static func start() async throws -> Rig {
-            let broker = try await TansuBroker.start()
-            var started: [() -> Void] = [broker.stop]
-            do {
-                try await DeliveryNodeTests.createTopics(broker)
-                let redis = try await RedisServer.start()
-                started.append(redis.stop)
-                let destination = try await ScriptedSMTPServer.start()
-                started.append(destination.stop)
-                let notices = try await ScriptedSMTPServer.start()
-                started.append(notices.stop)
-                var nodes: [DeliveryProcess] = []
-                for name in ["operator-1", "operator-2"] {
-                    let node = try DeliveryProcess.start(broker: broker, name: name,
-                                                         yaml: OperatorCLITests.nodeYAML(destination: destination.port, notices: notices.port),
-                                                         redis: redis.address)
-                    started.append(node.stop)
-                    nodes.append(node)
-                }
-                return Rig(broker: broker, redis: redis, destination: destination, notices: notices, nodes: nodes)
-            } catch {
-                for stop in started.reversed() { stop() }
-                throw error
-            }
+            Rig(cluster: try await DeliveryCluster.start(scripts: [#"{"rules": []}"#, #"{"rules": []}"#], nodes: ["operator-1", "operator-2"]) {
+                OperatorCLITests.nodeYAML(destination: $0[0].port, notices: $0[1].port)
+            })
         }
 
-        func stop() {
-            for node in nodes { node.stop() }
-            notices.stop()
-            destination.stop()
-            redis.stop()
-            broker.stop()
-        }
-
-        func ctl(_ arguments: [String]) async throws -> CommandResult {
-            try await runCommand(SmarthostCLITests.ctl, arguments + ["--config", nodes[0].config])
-        }
-
-        /// `queue summary --json`, which must succeed.
-        func summary(_ more: [String] = []) async throws -> ClusterQueueSummary {
-            let result = try await ctl(["queue", "summary", "--json"] + more)
-            try #require(result.status == 0, "queue summary: \(result.status) \(result.output)\(result.errors)")
-            return try ReportFormat.decode(ClusterQueueSummary.self, from: Array(result.output.utf8))
-        }
+        func stop() { cluster.stop() }
+        func ctl(_ arguments: [String]) async throws -> CommandResult { try await cluster.ctl(arguments) }
+        func summary(_ more: [String] = []) async throws -> ClusterQueueSummary { try await cluster.summary(more) }
 
         /// Unfinished messages in a node's spool, read from the file itself.
         func spooled(_ node: DeliveryProcess) async throws -> Int {

@@ -34,35 +34,21 @@ struct OrphanSweepTests {
     /// Tansu with the tenant topics, Redis, a recording destination and one delivery node with
     /// fault injection, routed to it.
     struct Rig {
-        let broker: TansuBroker
-        let redis: RedisServer
-        let destination: ScriptedSMTPServer
-        var node: DeliveryProcess
+        var cluster: DeliveryCluster
+        var broker: TansuBroker { cluster.broker }
+        var destination: ScriptedSMTPServer { cluster.servers[0] }
+        var node: DeliveryProcess {
+            get { cluster.nodes[0] }
+            set { cluster.nodes[0] = newValue }
+        }
 
         static func start(_ name: String, sweepEvery: String, destinationScript: String = #"{"rules": []}"#) async throws -> Rig {
-            let broker = try await TansuBroker.start()
-            var started: [() -> Void] = [broker.stop]
-            do {
-                try await DeliveryNodeTests.createTopics(broker)
-                let redis = try await RedisServer.start()
-                started.append(redis.stop)
-                let destination = try await ScriptedSMTPServer.start(script: destinationScript)
-                started.append(destination.stop)
-                let node = try DeliveryProcess.start(broker: broker, name: name, yaml: OrphanSweepTests.nodeYAML(destination.port, sweepEvery: sweepEvery),
-                                                     redis: redis.address)
-                return Rig(broker: broker, redis: redis, destination: destination, node: node)
-            } catch {
-                for stop in started.reversed() { stop() }
-                throw error
-            }
+            Rig(cluster: try await DeliveryCluster.start(scripts: [destinationScript], nodes: [name]) {
+                OrphanSweepTests.nodeYAML($0[0].port, sweepEvery: sweepEvery)
+            })
         }
 
-        func stop() {
-            node.stop()
-            destination.stop()
-            redis.stop()
-            broker.stop()
-        }
+        func stop() { cluster.stop() }
     }
 
     static func view(_ node: DeliveryProcess) async throws -> View {
@@ -77,7 +63,7 @@ struct OrphanSweepTests {
         let rig = try await Rig.start("sweep-1", sweepEvery: "1h")
         defer { rig.stop() }
         let (broker, destination, node) = (rig.broker, rig.destination, rig.node)
-        let ctl = { (arguments: [String]) in try await runCommand(SmarthostCLITests.ctl, arguments + ["--config", node.config]) }
+        let ctl = { (arguments: [String]) in try await rig.cluster.ctl(arguments) }
         let suspend = try await ctl(["queue", "pause", "--domain", "inbox.test", "--for", "10m", "--reason", "hold"])
         try #require(suspend.status == 0, "\(suspend.output)\(suspend.errors)")
         let holding = try await eventually(.seconds(30)) { node.metric("smarthost_throttle_adjustments") == 1 }
