@@ -35,11 +35,25 @@ struct DeliveryCluster {
                 started.append(node.stop)
                 nodes.append(node)
             }
-            return DeliveryCluster(broker: broker, redis: redis, servers: servers, nodes: nodes)
+            let cluster = DeliveryCluster(broker: broker, redis: redis, servers: servers, nodes: nodes)
+            try await cluster.waitUntilRegistered()
+            return cluster
         } catch {
             for stop in started.reversed() { stop() }
             throw error
         }
+    }
+
+    /// Returns once every node is in the registry: smarthostctl finds nodes there, and a
+    /// command run before a slow node's first heartbeat would find none.
+    private func waitUntilRegistered() async throws {
+        var last: CommandResult?
+        let registered = try await eventuallyAsync(.seconds(60)) {
+            let listed = try await ctl(["nodes", "--json"])
+            last = listed
+            return nodes.allSatisfy { listed.output.contains("\"id\" : \"\($0.process.name)\"") }
+        }
+        try #require(registered, "every node registers within 60 s; smarthostctl nodes: \(last.map { "\($0.status) \($0.output)\($0.errors)" } ?? "never answered")")
     }
 
     func stop() {
