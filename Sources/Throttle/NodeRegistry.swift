@@ -42,6 +42,26 @@ public struct UnreadableEntry: Sendable, Equatable, CustomStringConvertible {
     public var description: String { "\(id): \(problem)" }
 }
 
+/// The reply of the registry and adjustments scripts: Redis's clock (ms), a version, then an
+/// (id, expiry ms, JSON) triple per entry. A reply of another shape is an error naming
+/// `expected`; what the JSON says is for the caller to judge.
+struct EntriesReply {
+    var serverTime: Int64
+    var version: Int64
+    var entries: [(id: String, expiresAt: Int64, json: String)] = []
+
+    init(_ reply: RedisValue, expected: String) throws(RedisError) {
+        guard case .array(let fields) = reply, fields.count >= 2, (fields.count - 2) % 3 == 0 else {
+            throw .unexpectedReply(expected: expected, got: reply.description)
+        }
+        serverTime = try fields[0].int()
+        version = try fields[1].int()
+        for start in stride(from: 2, to: fields.count, by: 3) {
+            entries.append((try fields[start].string(), try fields[start + 1].int(), try fields[start + 2].string()))
+        }
+    }
+}
+
 /// A live node of the registry, and when its heartbeat expires (server clock).
 public struct RegisteredNode: Sendable, Equatable {
     public var announcement: NodeAnnouncement
@@ -95,23 +115,18 @@ public struct NodeRegistry: Sendable {
     /// announcement that does not decode (another version's, or corrupted) is listed apart, so
     /// that one bad entry cannot take every delivery node off the shared limits.
     static func heartbeat(from reply: RedisValue) throws(RedisError) -> Heartbeat {
-        guard case .array(let fields) = reply, fields.count >= 2, (fields.count - 2) % 3 == 0 else {
-            throw .unexpectedReply(expected: "a heartbeat {time, version, (id, expiry, announcement)...}", got: reply.description)
-        }
-        var heartbeat = Heartbeat(nodes: [], unreadable: [], serverTime: try fields[0].int(), adjustmentsVersion: try fields[1].int())
-        for start in stride(from: 2, to: fields.count, by: 3) {
-            let id = try fields[start].string()
-            let expiresAt = try fields[start + 1].int()
-            let json = try fields[start + 2].string()
-            guard let announcement = try? JSONDecoder().decode(NodeAnnouncement.self, from: Data(json.utf8)) else {
-                heartbeat.unreadable.append(UnreadableEntry(id: id, problem: "not a node announcement: \(json.prefix(200))"))
+        let read = try EntriesReply(reply, expected: "a heartbeat {time, version, (id, expiry, announcement)...}")
+        var heartbeat = Heartbeat(nodes: [], unreadable: [], serverTime: read.serverTime, adjustmentsVersion: read.version)
+        for entry in read.entries {
+            guard let announcement = try? JSONDecoder().decode(NodeAnnouncement.self, from: Data(entry.json.utf8)) else {
+                heartbeat.unreadable.append(UnreadableEntry(id: entry.id, problem: "not a node announcement: \(entry.json.prefix(200))"))
                 continue
             }
-            guard announcement.id == id else {
-                heartbeat.unreadable.append(UnreadableEntry(id: id, problem: "announces another node (\(announcement.id))"))
+            guard announcement.id == entry.id else {
+                heartbeat.unreadable.append(UnreadableEntry(id: entry.id, problem: "announces another node (\(announcement.id))"))
                 continue
             }
-            heartbeat.nodes.append(RegisteredNode(announcement: announcement, expiresAt: expiresAt))
+            heartbeat.nodes.append(RegisteredNode(announcement: announcement, expiresAt: entry.expiresAt))
         }
         heartbeat.nodes.sort { $0.announcement.id < $1.announcement.id }
         return heartbeat

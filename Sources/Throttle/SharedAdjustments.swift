@@ -129,27 +129,22 @@ public struct SharedAdjustments: Sendable {
 
     /// The list script's reply `{time, version, (id, expiry, json)...}`.
     static func adjustments(from reply: RedisValue) throws(RedisError) -> AdjustmentList {
-        guard case .array(let fields) = reply, fields.count >= 2, (fields.count - 2) % 3 == 0 else {
-            throw .unexpectedReply(expected: "{time, version, (id, expiry, adjustment)...}", got: reply.description)
-        }
-        var list = AdjustmentList(version: try fields[1].int(), serverTime: try fields[0].int(), active: [], unreadable: [])
-        for start in stride(from: 2, to: fields.count, by: 3) {
-            let id = try fields[start].string()
-            let expiresAt = try fields[start + 1].int()
-            let json = try fields[start + 2].string()
+        let read = try EntriesReply(reply, expected: "{time, version, (id, expiry, adjustment)...}")
+        var list = AdjustmentList(version: read.version, serverTime: read.serverTime, active: [], unreadable: [])
+        for entry in read.entries {
             let adjustment: Adjustment
             do {
-                adjustment = try JSONDecoder().decode(Adjustment.self, from: Data(json.utf8))
+                adjustment = try JSONDecoder().decode(Adjustment.self, from: Data(entry.json.utf8))
             } catch {
-                list.unreadable.append(UnreadableEntry(id: id, problem: "not an adjustment: \(json.prefix(200))"))
+                list.unreadable.append(UnreadableEntry(id: entry.id, problem: "not an adjustment: \(entry.json.prefix(200))"))
                 continue
             }
             if let problem = adjustment.problem {
-                list.unreadable.append(UnreadableEntry(id: id, problem: problem))
-            } else if adjustment.id != id {
-                list.unreadable.append(UnreadableEntry(id: id, problem: "stored under another id than its own (\(adjustment.id))"))
+                list.unreadable.append(UnreadableEntry(id: entry.id, problem: problem))
+            } else if adjustment.id != entry.id {
+                list.unreadable.append(UnreadableEntry(id: entry.id, problem: "stored under another id than its own (\(adjustment.id))"))
             } else {
-                list.active.append(ActiveAdjustment(adjustment: adjustment, expiresAt: expiresAt))
+                list.active.append(ActiveAdjustment(adjustment: adjustment, expiresAt: entry.expiresAt))
             }
         }
         list.active.sort { $0.adjustment.id < $1.adjustment.id }
