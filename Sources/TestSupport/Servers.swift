@@ -148,18 +148,23 @@ extension RedisServer {
     /// Calls per command since the server started, from INFO commandstats (commands a script
     /// runs inside Redis are counted as well, under their own names).
     public func commandCalls() async throws -> [String: Int] {
-        let result = try await runCommand(try findExecutable("redis-cli"), ["-p", String(port), "INFO", "commandstats"])
-        guard result.status == 0 else {
-            throw ServerStartError(server: "redis-cli", reason: "INFO commandstats failed with status \(result.status)", log: result.errors)
-        }
         var calls: [String: Int] = [:]
-        for line in result.output.split(whereSeparator: \.isNewline) where line.hasPrefix("cmdstat_") {
+        for line in try await cli(["INFO", "commandstats"]).split(whereSeparator: \.isNewline) where line.hasPrefix("cmdstat_") {
             let parts = line.dropFirst("cmdstat_".count).split(separator: ":", maxSplits: 1)
             guard parts.count == 2, let field = parts[1].split(separator: ",").first, field.hasPrefix("calls="),
                   let count = Int(field.dropFirst("calls=".count)) else { continue }
             calls[String(parts[0])] = count
         }
         return calls
+    }
+
+    /// What `redis-cli` prints for one command against this server; a failure to run it is an error.
+    public func cli(_ command: [String]) async throws -> String {
+        let result = try await runCommand(try findExecutable("redis-cli"), ["-p", String(port)] + command)
+        guard result.status == 0 else {
+            throw ServerStartError(server: "redis-cli", reason: "\(command.joined(separator: " ")) failed with status \(result.status)", log: result.errors)
+        }
+        return result.output
     }
 
     /// Commands clients sent: script calls count once, and the commands scripts run inside

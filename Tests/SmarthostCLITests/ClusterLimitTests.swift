@@ -184,8 +184,7 @@ struct ClusterLimitTests {
         let expiry = Int64(Date().timeIntervalSince1970 * 1_000) + 600_000
         for command in [["HSET", "smarthost:adjustments", "hand-written", #"{"action": "slow"}"#],
                         ["ZADD", "smarthost:adjustments:expiry", "\(expiry)", "hand-written"], ["INCR", "smarthost:adjustments:version"]] {
-            let written = try await runCommand(try findExecutable("redis-cli"), ["-p", "\(cluster.redis.port)"] + command)
-            try #require(written.status == 0, "redis-cli \(command): \(written.errors)")
+            _ = try await cluster.redis.cli(command)
         }
         let reported = try await eventually(.seconds(5)) {
             cluster.nodes.allSatisfy { $0.metric("smarthost_throttle_adjustments_unreadable") == 1 }
@@ -201,8 +200,7 @@ struct ClusterLimitTests {
         #expect(try await cluster.ctl(["throttle", "show"]).status == 0)
         // The same for a registry entry another version might write: listed apart, not a node.
         for command in [["ZADD", "smarthost:nodes", "\(expiry - 597_000)", "newer"], ["HSET", "smarthost:nodes:info", "newer", "{}"]] {
-            let written = try await runCommand(try findExecutable("redis-cli"), ["-p", "\(cluster.redis.port)"] + command)
-            try #require(written.status == 0, "redis-cli \(command): \(written.errors)")
+            _ = try await cluster.redis.cli(command)
         }
         let nodes = try await cluster.ctl(["nodes"])
         #expect(nodes.status == 1 && nodes.output.contains("3 live nodes")
