@@ -17,7 +17,7 @@ Also reported: when smtp-source finished (every message accepted), the sink's fi
 second after the target was reached (more than N means something was delivered twice), the
 number of distinct Message-Id headers, the machine's CPU busy share over the timed window, and
 the CPU seconds each watched process tree used in it (the process, its live descendants, and
-the descendants it reaped).
+the descendants it reaped), as seconds (cpu_seconds, with smtp-source's) and as % of one core.
 
 usage: relay_e2e.py LABEL HOST:PORT SINK_DIR --messages N --sessions S --size BYTES
                     [--watch NAME=PID ...] [--stall-seconds 60] [--log-dir DIR]
@@ -235,7 +235,9 @@ def main():
     relay_seconds = end - start
     busy_total = machine_after[0] - machine_before[0]
     busy = 1 - (machine_after[1] - machine_before[1]) / busy_total if busy_total else 0.0
-    cpu = {name: round((after[name] - before[name]) / TICK / window * 100) for name in watched}
+    seconds = {name: (after[name] - before[name]) / TICK for name in watched}
+    seconds["smtp-source"] = source.cpu_seconds
+    cpu = {name: round(seconds[name] / window * 100) for name in watched}
     cpu["smtp-source"] = round(source.cpu_seconds / window * 100)
     cpu["this probe"] = round((self_after.user + self_after.system - self_before.user - self_before.system) / window * 100)
     # Whatever else ran on the machine in the window (the kernel's softirq work, other users).
@@ -256,6 +258,8 @@ def main():
         "distinct_message_ids": message_ids(files_after),
         "machine_busy_percent": round(busy * 100),
         "cpu_percent_of_one_core": cpu,
+        "cpu_window_seconds": round(window, 3),
+        "cpu_seconds": {name: round(value, 3) for name, value in seconds.items()},
     }))
 
 

@@ -11,6 +11,8 @@ import os
 import statistics
 import sys
 
+from cpu_budget import ordered, per_message_us
+
 
 def read(path):
     if not os.path.exists(path):
@@ -58,6 +60,8 @@ def main():
         cpu = ", ".join(f"{name} {value}" for name, value in
                         sorted(row["cpu_percent_of_one_core"].items(), key=lambda item: -item[1]))
         print(f"        CPU % of one core: {cpu}")
+        budget = ", ".join(f"{name} {value:,.0f}" for name, value in ordered(per_message_us(row)))
+        print(f"        CPU us per message by kind: {budget}")
         if row["missing"]:
             problems.append(f"round {row['round']}, {row['target']}: {row['missing']} messages never reached the sink "
                             f"(its rate counts those that did)")

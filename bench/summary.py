@@ -14,6 +14,8 @@ import os
 import statistics
 import sys
 
+from cpu_budget import per_message_us
+
 # Lines that are not the relay or its sink in relay_e2e.py's CPU figures.
 NOT_THE_RELAY = {"smtp-source", "this probe", "everything else", "stolen by the hypervisor"}
 
@@ -55,8 +57,8 @@ def rows(results):
 
     e2e = [json.loads(line) for line in read_lines(os.path.join(results, "e2e.jsonl"))]
     if e2e:
-        def median(prefix, figure):
-            values = [figure(row) for row in e2e if row["target"].startswith(prefix)]
+        def median(prefix, figure):  # of the rounds that have the figure
+            values = [value for value in (figure(row) for row in e2e if row["target"].startswith(prefix)) if value is not None]
             return statistics.median(values) if values else None
 
         def cpu_ms(row):  # CPU of the relay's processes and its sink per relayed message
@@ -66,6 +68,9 @@ def rows(results):
 
         rounds = max(row["round"] for row in e2e)
         note = f"end to end: medians of {rounds} rounds" if rounds > 1 else None
+        tenants = max(row.get("tenants", 1) for row in e2e)  # scripts/bench --tenants
+        if tenants > 1:
+            note = (f"{note}, " if note else "end to end: ") + f"the smarthost's load over {tenants:,} tenants (a topic each)"
         peer = "Postfix 3.7"
         for metric, figure, unit, better, digits in (
                 ("end to end, relayed", lambda row: row["relayed_per_second"], "msg/s", "higher", 0),
@@ -74,6 +79,23 @@ def rows(results):
             smarthost = median("smarthost", figure)
             if smarthost is not None:
                 found.append(row(metric, smarthost, median("Postfix", figure), peer, unit, better, digits, note))
+        # CPU per message of our own nodes (ingress + delivery + reconciler) against Postfix's own
+        # processes (its master's tree), from the same run; brokers, balancers and sinks apart.
+        def budget(kind):
+            return lambda row: per_message_us(row).get(kind)
+
+        ours, postfix = median("smarthost", budget("our nodes")), median("Postfix", budget("postfix"))
+        peer_processes = "Postfix's own processes"
+        for metric, kind in (("our nodes' CPU per relayed message", "our nodes"),
+                             ("ingress CPU per accepted message", "ingress"),
+                             ("delivery CPU per delivered message", "delivery"),
+                             ("reconciler CPU per relayed message", "reconciler")):
+            smarthost = median("smarthost", budget(kind))
+            if smarthost is not None:
+                found.append(row(metric, smarthost, postfix, peer_processes, "us", "lower", 0, note))
+        if ours:
+            found.append(row("messages per CPU-second of our nodes (throughput per core)", 1e6 / ours,
+                             1e6 / postfix if postfix else None, peer_processes, "msg/s", "higher", 0, note))
         lost = len(read_lines(os.path.join(results, "lost.txt")))
         never = {prefix: sum(row["missing"] + row.get("warmup_missing", 0) for row in e2e if row["target"].startswith(prefix))
                  for prefix in ("smarthost", "Postfix")}

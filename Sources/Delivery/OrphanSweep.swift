@@ -135,10 +135,11 @@ extension QueueManager {
         for parked in queues.limboEntries {
             let entry = parked.entry
             var failure: String?
+            let encoded = events.encode(parked.events)
             do {
                 _ = try await spool.settle(entry.id, finalRecipients: parked.unrecordedFinals, attempts: entry.attempts, nextAttemptAt: entry.dueAt,
-                                           events: events.outboxEvents(parked.events))
-                events.logLocally(parked.events)
+                                           events: events.outboxEvents(encoded))
+                events.logLocally(encoded)
                 queues.releaseLimbo(entry.key)
             } catch {
                 failure = "\(error)"

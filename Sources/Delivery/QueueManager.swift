@@ -710,11 +710,12 @@ public actor QueueManager {
         // Notifications are spooled before the outcome: a crash in between makes the next
         // attempt produce the same notification id, which the spool keeps once.
         await notifySender(entry, failed: bounced + expired, delayed: deferred, attempt: attempt, now: now, events: &published)
+        let encoded = events.encode(published)
         do {
             // The events go into the spool's outbox with the outcome: both durable, or neither.
             _ = try await spool.settle(entry.id, finalRecipients: finals, attempts: attempts, nextAttemptAt: nextAttempt,
-                                       events: events.outboxEvents(published))
-            events.logLocally(published)
+                                       events: events.outboxEvents(encoded))
+            events.logLocally(encoded)
             if !next.recipients.isEmpty, let faults, faults.takeReinsertFailure() {
                 // Test-only: the re-insert "fails"; the failure branch every re-insert has.
                 queues.moveToLimbo(entry.key, replacing: next, unrecordedFinals: [], error: "re-insert failed (injected fault)", now: now)

@@ -259,10 +259,11 @@ extension QueueManager {
             }
             await notifySender(entry, failed: failures, delayed: [], attempt: attempt, now: now, events: &published)
         }
+        let encoded = events.encode(published)
         do {
             _ = try await spool.settle(entry.id, finalRecipients: entry.recipients, attempts: entry.attempts, nextAttemptAt: entry.dueAt,
-                                       events: events.outboxEvents(published))
-            events.logLocally(published)
+                                       events: events.outboxEvents(encoded))
+            events.logLocally(encoded)
             queues.land(entry.key)
             return true
         } catch {

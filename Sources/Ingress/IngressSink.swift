@@ -34,35 +34,66 @@ public struct IngressSink: MessageSink {
     }
 
     public func accept(_ envelope: Envelope, message: [UInt8], connection: ConnectionInfo) async -> SMTPReply {
+        await withCheckedContinuation { continuation in
+            accept(envelope, message: message, connection: connection) { continuation.resume(returning: $0) }
+        }
+    }
+
+    /// Answers on the producer's delivery report, without a task, unless the tenant has a
+    /// quota (a Redis round trip first).
+    public func accept(_ envelope: Envelope, message: [UInt8], connection: ConnectionInfo,
+                       reply: @escaping @Sendable (SMTPReply) -> Void) {
+        let prepared: Prepared
+        switch prepare(envelope, message: message, connection: connection) {
+        case .refused(let refusal): return reply(refusal)
+        case .ready(let ready): prepared = ready
+        }
+        guard let quotas, quotas.hasQuota(prepared.accepted.tenant) else { return enqueue(prepared, reply: reply) }
+        Task {
+            if case .exceeded(let rate, let retryAfter) = await quotas.admit(prepared.accepted.tenant) {
+                logger.notice("tenant quota exceeded", metadata: ["tenant": "\(prepared.accepted.tenant)", "retry_after": "\(retryAfter)"])
+                let seconds = Int((retryAfter / .seconds(1)).rounded(.up))
+                return reply(SMTPReply(451, EnhancedStatusCode(4, 7, 1), "Message rate quota exceeded (\(rate)), try again in \(seconds) s"))
+            }
+            enqueue(prepared, reply: reply)
+        }
+    }
+
+    private struct Prepared {
+        let accepted: AcceptedMessage
+        let record: OutgoingRecord
+    }
+
+    private enum Preparation {
+        case ready(Prepared)
+        case refused(SMTPReply)
+    }
+
+    /// The checks that need nothing but the message and the configuration, then the record.
+    private func prepare(_ envelope: Envelope, message: [UInt8], connection: ConnectionInfo) -> Preparation {
         // The session refuses recipients without a tenant; this is the second lock on that door.
         guard let tenantName = connection.tenant, let tenant = configuration.tenants[tenantName] else {
-            return SMTPReply(554, EnhancedStatusCode(5, 7, 1), "Relay access denied")
+            return .refused(SMTPReply(554, EnhancedStatusCode(5, 7, 1), "Relay access denied"))
         }
         guard message.count <= tenant.maxMessageSize.bytes else {
-            return SMTPReply(552, EnhancedStatusCode(5, 3, 4), "Message exceeds the size limit of \(tenant.maxMessageSize.bytes) octets")
+            return .refused(SMTPReply(552, EnhancedStatusCode(5, 3, 4), "Message exceeds the size limit of \(tenant.maxMessageSize.bytes) octets"))
         }
         if let violation = SenderDomains.violation(sender: envelope.sender, message: message, allowed: tenant.senderDomains) {
             logger.notice("refused a sender", metadata: ["tenant": "\(tenantName)", "reason": "\(violation)"])
-            return SMTPReply(550, EnhancedStatusCode(5, 7, 1), "Sender not allowed: \(violation)")
-        }
-        if let quotas, case .exceeded(let rate, let retryAfter) = await quotas.admit(tenantName) {
-            logger.notice("tenant quota exceeded", metadata: ["tenant": "\(tenantName)", "retry_after": "\(retryAfter)"])
-            let seconds = Int((retryAfter / .seconds(1)).rounded(.up))
-            return SMTPReply(451, EnhancedStatusCode(4, 7, 1),
-                             "Message rate quota exceeded (\(rate)), try again in \(seconds) s")
+            return .refused(SMTPReply(550, EnhancedStatusCode(5, 7, 1), "Sender not allowed: \(violation)"))
         }
         // A message may ask for another egress pool than its tenant's, by name; a name that is
         // not configured is refused rather than sent from a pool the sender did not ask for.
         let pool = HeaderField.value(of: "X-Smarthost-Pool", in: message)
         if let pool, configuration.pools[pool] == nil {
-            return SMTPReply(550, EnhancedStatusCode(5, 7, 1), "X-Smarthost-Pool names no configured pool: \(pool.prefix(64))")
+            return .refused(SMTPReply(550, EnhancedStatusCode(5, 7, 1), "X-Smarthost-Pool names no configured pool: \(pool.prefix(64))"))
         }
         // A message may also ask for another lane than its tenant's (a password reset among a
         // tenant's newsletters); anything but the three names is refused, not guessed.
         var lane = AcceptedMessage.Lane(rawValue: tenant.lane.rawValue) ?? .normal
         if let requested = HeaderField.value(of: "X-Smarthost-Lane", in: message) {
             guard let named = AcceptedMessage.Lane(rawValue: requested.lowercased()) else {
-                return SMTPReply(550, EnhancedStatusCode(5, 7, 1), "X-Smarthost-Lane must be high, normal or low, not \(requested.prefix(64))")
+                return .refused(SMTPReply(550, EnhancedStatusCode(5, 7, 1), "X-Smarthost-Lane must be high, normal or low, not \(requested.prefix(64))"))
             }
             lane = named
         }
@@ -81,20 +112,28 @@ public struct IngressSink: MessageSink {
         let record = OutgoingRecord(
             topic: configuration.kafka.tenantTopic(for: tenantName), key: Array(id.text.utf8), value: accepted.content,
             headers: accepted.headers.map { KafkaHeader(name: $0.name, string: $0.value) })
-        do {
-            let report = try await producer.send(record)
-            logger.info("queued", metadata: [
-                "id": "\(id)", "tenant": "\(tenantName)", "recipients": "\(envelope.recipients.count)",
-                "size": "\(accepted.content.count)", "partition": "\(report.partition)", "offset": "\(report.offset)",
-            ])
-            announceReception(accepted, report: report)
-            return SMTPReply(250, EnhancedStatusCode(2, 0, 0), "Ok: queued as \(id)")
-        } catch KafkaError.recordTooLarge(let size, let limit) {
-            logger.warning("message too large for Kafka", metadata: ["size": "\(size)", "limit": "\(limit)"])
-            return SMTPReply(552, EnhancedStatusCode(5, 3, 4), "Message too big for this system")
-        } catch {
-            logger.warning("could not queue a message", metadata: ["tenant": "\(tenantName)", "error": "\(error)"])
-            return SMTPReply(451, EnhancedStatusCode(4, 3, 0), "Queue temporarily unavailable, try again later")
+        return .ready(Prepared(accepted: accepted, record: record))
+    }
+
+    /// Produces the record; the reply follows Kafka's acknowledgement (or its refusal).
+    private func enqueue(_ prepared: Prepared, reply: @escaping @Sendable (SMTPReply) -> Void) {
+        let accepted = prepared.accepted
+        producer.send(prepared.record) { [self] result in
+            switch result {
+            case .success(let report):
+                logger.info("queued", metadata: [
+                    "id": "\(accepted.id)", "tenant": "\(accepted.tenant)", "recipients": "\(accepted.recipients.count)",
+                    "size": "\(accepted.content.count)", "partition": "\(report.partition)", "offset": "\(report.offset)",
+                ])
+                reply(SMTPReply(250, EnhancedStatusCode(2, 0, 0), "Ok: queued as \(accepted.id)"))
+                announceReception(accepted, report: report)
+            case .failure(KafkaError.recordTooLarge(let size, let limit)):
+                logger.warning("message too large for Kafka", metadata: ["size": "\(size)", "limit": "\(limit)"])
+                reply(SMTPReply(552, EnhancedStatusCode(5, 3, 4), "Message too big for this system"))
+            case .failure(let error):
+                logger.warning("could not queue a message", metadata: ["tenant": "\(accepted.tenant)", "error": "\(error)"])
+                reply(SMTPReply(451, EnhancedStatusCode(4, 3, 0), "Queue temporarily unavailable, try again later"))
+            }
         }
     }
 }
@@ -111,15 +150,12 @@ extension IngressSink {
             recipients: accepted.recipients.map(\.description), size: accepted.content.count, job: accepted.job,
             client: accepted.client, topic: report.topic, partition: report.partition, offset: report.offset)
         let record = OutgoingRecord(topic: configuration.kafka.eventsTopic, key: Array(accepted.id.text.utf8), value: event.json)
-        let producer = self.producer
         let logger = self.logger
         let inFlight = eventsInFlight
         inFlight.value.add(1, ordering: .relaxed)
-        Task {
+        producer.send(record) { result in
             defer { inFlight.value.subtract(1, ordering: .relaxed) }
-            do {
-                _ = try await producer.send(record)
-            } catch {
+            if case .failure(let error) = result {
                 logger.error("lost a Reception event", metadata: ["id": "\(accepted.id)", "error": "\(error)"])
                 Counter(label: "smarthost_events_lost_total", dimensions: [("type", "Reception")]).increment()
             }

@@ -31,6 +31,9 @@ public struct TenantQuotas: Sendable {
         self.logger = logger
     }
 
+    /// Whether `admit` asks Redis for this tenant.
+    public func hasQuota(_ tenant: String) -> Bool { rates[tenant] != nil }
+
     /// Takes one message from `tenant`'s quota.
     public func admit(_ tenant: String) async -> Outcome {
         guard let rate = rates[tenant] else { return .admitted }

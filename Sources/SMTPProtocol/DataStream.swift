@@ -125,31 +125,35 @@ public enum DotStuffing {
     /// so that no receiver can see an end of data inside the message), a dot doubled at the start
     /// of a line, and CRLF.CRLF at the end.
     public static func encode(_ message: some Collection<UInt8>) -> [UInt8] {
+        if let encoded = message.withContiguousStorageIfAvailable(encodeContiguous) { return encoded }
+        return Array(message).withUnsafeBufferPointer(encodeContiguous)
+    }
+
+    /// Copies each line's run of bytes at once (the body of a message is mostly such runs): a
+    /// byte-at-a-time loop was a tenth of a delivery node's CPU.
+    private static func encodeContiguous(_ message: UnsafeBufferPointer<UInt8>) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(message.count + message.count / 64 + 5)
-        var atLineStart = true
-        var pendingCR = false
-        for byte in message {
-            if pendingCR {
-                pendingCR = false
-                out += [13, 10]
-                atLineStart = true
-                if byte == 10 { continue }
+        let count = message.count
+        var index = 0
+        var lastLineOpen = false  // the message ends without a line end
+        while index < count {
+            // Here a line starts.
+            if message[index] == UInt8(ascii: ".") { out.append(UInt8(ascii: ".")) }
+            var end = index
+            while end < count, message[end] != 13, message[end] != 10 { end += 1 }
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: message[index..<end]))
+            if end == count {
+                lastLineOpen = end > index
+                break
             }
-            switch byte {
-            case 13:
-                pendingCR = true
-            case 10:
-                out += [13, 10]
-                atLineStart = true
-            default:
-                if atLineStart && byte == UInt8(ascii: ".") { out.append(UInt8(ascii: ".")) }
-                out.append(byte)
-                atLineStart = false
-            }
+            // CRLF, a bare CR or a bare LF: each is one CRLF.
+            out.append(13)
+            out.append(10)
+            index = message[end] == 13 && end + 1 < count && message[end + 1] == 10 ? end + 2 : end + 1
         }
-        if pendingCR || !atLineStart { out += [13, 10] }
-        out += Array(".\r\n".utf8)
+        if lastLineOpen { out += [13, 10] }
+        out += [UInt8(ascii: "."), 13, 10]
         return out
     }
 }

@@ -46,6 +46,19 @@ public typealias TenantResolver = @Sendable (_ clientIP: String) -> TenantGrant?
 /// answers 250 only once the message is durable (for the ingress node: acknowledged by Kafka).
 public protocol MessageSink: Sendable {
     func accept(_ envelope: Envelope, message: [UInt8], connection: ConnectionInfo) async -> SMTPReply
+
+    /// The same answer through a callback, called once from any thread. The server uses this
+    /// one; by default it runs the async `accept` in a task. A sink that can answer without
+    /// one (the ingress node: a Kafka produce whose delivery report calls back) saves the
+    /// task's thread hops on every message.
+    func accept(_ envelope: Envelope, message: [UInt8], connection: ConnectionInfo, reply: @escaping @Sendable (SMTPReply) -> Void)
+}
+
+extension MessageSink {
+    public func accept(_ envelope: Envelope, message: [UInt8], connection: ConnectionInfo,
+                       reply: @escaping @Sendable (SMTPReply) -> Void) {
+        Task { reply(await accept(envelope, message: message, connection: connection)) }
+    }
 }
 
 /// What checking a login gave.

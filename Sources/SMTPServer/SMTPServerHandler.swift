@@ -45,6 +45,8 @@ public final class SMTPServerHandler: ChannelInboundHandler {
     private var mode = Mode.commands
     private var input: ByteBuffer?
     private var timeout: Scheduled<Void>?
+    private var timeoutFiresAt = NIODeadline.distantFuture
+    private var deadline = NIODeadline.distantFuture
     private var wroteSinceFlush = false
 
     private let resolveTenant: TenantResolver
@@ -232,7 +234,8 @@ public final class SMTPServerHandler: ChannelInboundHandler {
         case .deliver(let envelope, let message):
             let sink = self.sink
             let connection = self.connection
-            awaitOffLoop(context: context, { await sink.accept(envelope, message: message, connection: connection) }) { handler, reply, context in
+            waitOffLoop(context: context, { answer in sink.accept(envelope, message: message, connection: connection, reply: answer) }) {
+                handler, reply, context in
                 handler.write(handler.session.messageHandled(reply), context: context)
             }
         }
@@ -248,8 +251,8 @@ public final class SMTPServerHandler: ChannelInboundHandler {
         case .credentials(let username, let password):
             guard let authenticator else { preconditionFailure("AUTH is offered only with an authenticator") }
             let clientIP = connection.clientIP
-            awaitOffLoop(context: context, {
-                await authenticator.authenticate(username: username, password: password, clientIP: clientIP)
+            waitOffLoop(context: context, { answer in
+                Task { answer(await authenticator.authenticate(username: username, password: password, clientIP: clientIP)) }
             }) { handler, result, context in
                 handler.authenticationChecked(result, username: username, context: context)
             }
@@ -278,25 +281,24 @@ public final class SMTPServerHandler: ChannelInboundHandler {
         }
     }
 
-    /// Runs `work` (the sink, the authenticator) off the event loop, then `done` on it. Meanwhile
-    /// nothing more is read: pipelined input waits in the socket, not in memory, and no reply
-    /// overtakes this one.
-    private func awaitOffLoop<Result: Sendable>(
-        context: ChannelHandlerContext, _ work: @escaping @Sendable () async -> Result,
+    /// Starts `work` (the sink, the authenticator), which answers from any thread, then runs
+    /// `done` with the answer on the event loop. Meanwhile nothing more is read: pipelined
+    /// input waits in the socket, not in memory, and no reply overtakes this one.
+    private func waitOffLoop<Result: Sendable>(
+        context: ChannelHandlerContext, _ work: (@escaping @Sendable (Result) -> Void) -> Void,
         then done: @escaping (SMTPServerHandler, Result, ChannelHandlerContext) -> Void
     ) {
         mode = .waiting
         flush(context: context)
-        context.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
+        try? context.channel.syncOptions?.setOption(ChannelOptions.autoRead, value: false)
         let loopBound = NIOLoopBound((self, context, done), eventLoop: context.eventLoop)
         let eventLoop = context.eventLoop
-        Task {
-            let result = await work()
+        work { result in
             eventLoop.execute {
                 let (handler, context, done) = loopBound.value
                 guard case .waiting = handler.mode else { return }  // the connection closed meanwhile
                 handler.mode = .commands
-                context.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
+                try? context.channel.syncOptions?.setOption(ChannelOptions.autoRead, value: true)
                 done(handler, result, context)
                 if case .closed = handler.mode { return }
                 handler.armTimeout(context: context)  // a timer that fired meanwhile did nothing
@@ -326,17 +328,35 @@ public final class SMTPServerHandler: ChannelInboundHandler {
         context.close(promise: nil)
     }
 
+    /// The session times out at `deadline`, moved on by every read. Moving it costs a clock
+    /// read: the one scheduled task fires at its time and, when input came meanwhile, waits
+    /// again for what is left (a task cancelled and scheduled anew per read showed in the profile).
     private func armTimeout(context: ChannelHandlerContext) {
-        timeout?.cancel()
         let limit: Duration
         switch mode {
         case .data, .chunk: limit = timeouts.data
         default: limit = timeouts.command
         }
+        deadline = context.eventLoop.now + TimeAmount(limit)
+        if timeout != nil && timeoutFiresAt <= deadline { return }
+        timeout?.cancel()
+        scheduleTimeout(context: context)
+    }
+
+    private func scheduleTimeout(context: ChannelHandlerContext) {
+        timeoutFiresAt = deadline
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        timeout = context.eventLoop.scheduleTask(in: TimeAmount(limit)) {
+        timeout = context.eventLoop.scheduleTask(deadline: deadline) {
             let (handler, context) = loopBound.value
-            if case .waiting = handler.mode { return }  // the sink has its own bound; re-armed after it
+            handler.timeout = nil
+            switch handler.mode {
+            case .waiting, .closed: return  // the sink has its own bound; re-armed after it
+            default: break
+            }
+            if context.eventLoop.now < handler.deadline {
+                handler.scheduleTimeout(context: context)
+                return
+            }
             handler.logger.info("session timed out", metadata: ["peer": "\(handler.connection.clientAddress)"])
             handler.write(SMTPReply(421, EnhancedStatusCode(4, 4, 2), "\(handler.session.policy.hostname) Error: timeout exceeded"), context: context)
             handler.close(context: context)

@@ -34,6 +34,12 @@ import TestSupport
         #expect(String(decoding: line, as: UTF8.self) == "Received: from client.test (192.0.2.7:4000)\r\n\tby mx.test (smarthost) with ESMTP id 01ID\r\n\tfor <b@y.test>; Wed, 18 Nov 2026 11:06:40 +0000\r\n")
     }
 
+    @Test func theDateIsRFC5322InUTC() {
+        #expect(ReceivedHeader.rfc5322Date(Date(timeIntervalSince1970: 0)) == "Thu, 1 Jan 1970 00:00:00 +0000")
+        #expect(ReceivedHeader.rfc5322Date(Date(timeIntervalSince1970: 1_709_197_507.9)) == "Thu, 29 Feb 2024 09:05:07 +0000")
+        #expect(ReceivedHeader.rfc5322Date(Date(timeIntervalSince1970: 1_795_449_600)) == "Mon, 23 Nov 2026 16:00:00 +0000")
+    }
+
     @Test func aHostileHeloCannotBreakTheHeader() {
         let line = ReceivedHeader.make(helo: "x;(evil)\r\nBcc: <victim>", connection: ConnectionInfo(clientIP: "2001:db8::1", clientPort: 25),
                                        hostname: "mx.test", id: "01ID", recipients: [], date: Date(timeIntervalSince1970: 0))
