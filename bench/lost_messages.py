@@ -2,7 +2,8 @@
 """Which messages the smarthost cluster acknowledged but never relayed: every id an ingress
 node logged as queued (with its Kafka partition and offset) that no file in the sink carries in
 its Received: line (SINK_DIRs: the sink and where warm-up messages were moved), with the nodes that produced the neighbouring offsets of that partition.
-Prints one line per lost message; nothing when none was lost.
+Prints one line per lost message; nothing when none was lost. With several tenants (each its
+own topic) a partition is the tenant's, and the line names the tenant.
 
 usage: lost_messages.py RUN_DIR SINK_DIR...
 """
@@ -12,6 +13,7 @@ import re
 import sys
 
 QUEUED = re.compile(rb" id=([0-9A-Z]{26}) node=(\S+) offset=(\d+) partition=(\d+) .*\] queued")
+TENANT = re.compile(rb" tenant=(\S+)")
 RECEIVED = re.compile(rb"\(smarthost\) with \S+ id ([0-9A-Z]{26})")
 
 
@@ -26,8 +28,10 @@ def main():
                 if match:
                     identifier, node = match.group(1).decode(), match.group(2).decode()
                     offset, partition = int(match.group(3)), int(match.group(4))
-                    queued[identifier] = (node, partition, offset)
-                    by_position[(partition, offset)] = node
+                    tenant = TENANT.search(line)
+                    tenant = tenant.group(1).decode() if tenant else ""
+                    queued[identifier] = (node, tenant, partition, offset)
+                    by_position[(tenant, partition, offset)] = node
     relayed = set()
     for sink_dir in sink_dirs:
         for directory, _, names in os.walk(sink_dir):
@@ -36,12 +40,14 @@ def main():
                     match = RECEIVED.search(f.read(4096))
                 if match:
                     relayed.add(match.group(1).decode())
-    lost = sorted((position[1], position[2], identifier, position[0])
+    tenants = {position[1] for position in queued.values()}
+    lost = sorted((position[1], position[2], position[3], identifier, position[0])
                   for identifier, position in queued.items() if identifier not in relayed)
-    for partition, offset, identifier, node in lost:
-        before = by_position.get((partition, offset - 1), "?")
-        after = by_position.get((partition, offset + 1), "?")
-        print(f"lost {identifier}: partition {partition} offset {offset}, produced by {node} "
+    for tenant, partition, offset, identifier, node in lost:
+        before = by_position.get((tenant, partition, offset - 1), "?")
+        after = by_position.get((tenant, partition, offset + 1), "?")
+        where = f"tenant {tenant} partition {partition}" if len(tenants) > 1 else f"partition {partition}"
+        print(f"lost {identifier}: {where} offset {offset}, produced by {node} "
               f"(offset {offset - 1} by {before}, {offset + 1} by {after})")
 
 
