@@ -106,14 +106,6 @@ public struct MessageEvent: Codable, Sendable, Equatable {
         self.offset = offset
     }
 
-    /// The record's value: compact JSON with sorted keys (the same event, the same bytes).
-    public var json: [UInt8] {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        // Encoding plain strings and integers cannot fail.
-        return Array((try? encoder.encode(self)) ?? Data())
-    }
-
     /// Reads a record's value; anything that is not a well-formed event is an error saying why.
     public init(json bytes: [UInt8]) throws(EventError) {
         guard bytes.count <= Self.maximumSize else { throw EventError("event of \(bytes.count) octets, over \(Self.maximumSize)") }

@@ -6,7 +6,10 @@ extension SmarthostConfiguration {
     /// Tenants are tried in name order, so overlapping networks resolve the same way on every node.
     public var trustedNetworkResolver: TenantResolver {
         let networks = tenants.keys.sorted().flatMap { name in tenants[name]!.trustedNetworks.map { (tenants[name]!, $0) } }
-        return { clientIP in networks.first { $0.1.contains(clientIP) }.map { $0.0.grant } }
+        return { clientIP in
+            guard let bytes = CIDRNetwork.addressBytes(clientIP) else { return nil }
+            return networks.first { $0.1.contains(addressBytes: bytes) }.map { $0.0.grant }
+        }
     }
 }
 

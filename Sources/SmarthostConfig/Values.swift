@@ -245,14 +245,28 @@ public struct CIDRNetwork: Sendable, Hashable, CustomStringConvertible {
     /// network. An IPv4-mapped IPv6 address (`::ffff:10.1.2.3`) is treated as the IPv4 address it
     /// carries. Anything that is not an address is in no network.
     public func contains(_ address: String) -> Bool {
-        guard var bytes = IPAddress.ipv4Bytes(Substring(address)) ?? IPAddress.ipv6Bytes(Substring(address)) else {
-            return false
+        Self.addressBytes(address).map(contains(addressBytes:)) ?? false
+    }
+
+    /// An address's bytes for `contains(addressBytes:)`, nil if it is not an address: parsed
+    /// once when one address is checked against many networks (a tenant's per connection).
+    public static func addressBytes(_ address: String) -> [UInt8]? {
+        IPAddress.ipv4Bytes(Substring(address)) ?? IPAddress.ipv6Bytes(Substring(address))
+    }
+
+    public func contains(addressBytes bytes: [UInt8]) -> Bool {
+        var start = 0
+        if bytes.count == 16, address.count == 4, bytes[0..<10].allSatisfy({ $0 == 0 }), bytes[10] == 0xFF, bytes[11] == 0xFF {
+            start = 12
         }
-        if bytes.count == 16, self.address.count == 4,
-           bytes[0..<10].allSatisfy({ $0 == 0 }), bytes[10] == 0xFF, bytes[11] == 0xFF {
-            bytes = Array(bytes[12...])
+        guard bytes.count - start == address.count else { return false }
+        var remaining = prefixLength
+        for index in address.indices where remaining > 0 {
+            let mask = UInt8(0xFF) << (8 - min(remaining, 8))
+            if bytes[start + index] & mask != address[index] { return false }
+            remaining -= 8
         }
-        return bytes.count == self.address.count && Self.masked(bytes, prefixLength) == self.address
+        return true
     }
 
     /// `10.0.0.0/8`, `2001:db8::/32`.
