@@ -183,7 +183,14 @@ public final class Spool: Sendable {
         guard descriptor >= 0 else {
             throw SpoolError(.cannotOpen, "open", path: directory, reason: String(cString: strerror(errno)))
         }
-        guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
+        // A child process forked meanwhile holds a copy of a just-closed spool's lock until it
+        // execs (O_CLOEXEC): a spool reopened in that instant waits it out, for at most a second.
+        var locked = flock(descriptor, LOCK_EX | LOCK_NB) == 0
+        for _ in 0..<50 where !locked && errno == EWOULDBLOCK {
+            usleep(20_000)
+            locked = flock(descriptor, LOCK_EX | LOCK_NB) == 0
+        }
+        guard locked else {
             let reason = errno == EWOULDBLOCK ? "another spool (this process or another) has the directory open" : String(cString: strerror(errno))
             closeDescriptor(descriptor)
             throw SpoolError(.locked, "open", path: directory, reason: reason)
