@@ -193,6 +193,8 @@ public final class DeliveryNode: Service, Sendable {
     private func persist(_ parsed: [(record: ConsumedRecord, message: AcceptedMessage)],
                          invalid: [(ConsumedRecord, String)]) async -> [Persisted]? {
         let messages = parsed.map { ($0.message, Optional(SpoolPosition($0.record))) }
+        let receptions = events.receptions(of: messages, node: manager.settings.nodeID)
+        let outbox = events.outboxEvents(receptions)
         var results: [Persisted?] = Array(repeating: nil, count: messages.count)
         var invalid = invalid
         var oneByOne = false
@@ -203,18 +205,21 @@ public final class DeliveryNode: Service, Sendable {
                 if oneByOne {
                     for index in pending {
                         do {
-                            results[index] = try await spool.insert([messages[index]])[0] ? .spooled : .alreadyKnown
+                            let reception = outbox.isEmpty ? [] : [outbox[index]]
+                            results[index] = try await spool.insert([messages[index]], receptions: reception)[0] ? .spooled : .alreadyKnown
                         } catch where error.kind == .invalidInput {
                             results[index] = .quarantined
                             invalid.append((parsed[index].record, error.description))
                         }
                     }
                 } else if !pending.isEmpty {
-                    let flags = try await spool.insert(pending.map { messages[$0] })
+                    let flags = try await spool.insert(pending.map { messages[$0] }, receptions: outbox.isEmpty ? [] : pending.map { outbox[$0] })
                     for (index, isNew) in zip(pending, flags) { results[index] = isNew ? .spooled : .alreadyKnown }
                 }
                 try await quarantine(invalid)
-                return results.map { $0 ?? .alreadyKnown }
+                let persisted = results.map { $0 ?? .alreadyKnown }
+                events.logLocally(receptions.selecting(persisted.map { $0 == .spooled }))
+                return persisted
             } catch where error.kind == .invalidInput && !oneByOne {
                 oneByOne = true
             } catch {

@@ -3,6 +3,7 @@ import Foundation
 import Kafka
 import Logging
 import Metrics
+import QueueRecord
 import Spool
 import Synchronization
 
@@ -72,10 +73,29 @@ public final class EventPublisher: Sendable {
         fileprivate let keys: [[UInt8]]
         fileprivate let lines: [[UInt8]]
         public var isEmpty: Bool { lines.isEmpty }
+
+        /// The events whose flag is true (`flags` has one per event).
+        public func selecting(_ flags: [Bool]) -> Encoded {
+            let kept = zip(keys, lines).enumerated().filter { flags[$0.offset] }.map(\.element)
+            return Encoded(keys: kept.map(\.0), lines: kept.map(\.1))
+        }
     }
 
     public func encode(_ events: [MessageEvent]) -> Encoded {
         Encoded(keys: events.map { Array($0.id.utf8) }, lines: events.map(\.json))
+    }
+
+    /// The Reception of each message this node spools, written by `Spool.insert` in the
+    /// transaction that spools it: the ledger learns of a message from the spool that took
+    /// its record (the thing the client's 250 stood for), never from a side event an ingress
+    /// killed after its 250 could lose. `time` is the ingress's acceptance; `node` the spool's.
+    public func receptions(of messages: [(AcceptedMessage, SpoolPosition?)], node: String) -> Encoded {
+        encode(messages.map { message, position in
+            MessageEvent(type: .reception, id: message.id.text, tenant: message.tenant, time: Int64(message.receivedAt), node: node,
+                         sender: message.sender?.description ?? "", recipients: message.recipients.map(\.description),
+                         size: message.content.count, job: message.job, client: message.client,
+                         topic: position?.topic, partition: position?.partition, offset: position?.offset)
+        })
     }
 
     /// The events as outbox rows: written by the spool in the same transaction as the outcome
@@ -124,17 +144,7 @@ public final class EventPublisher: Sendable {
                 continue
             }
             inFlight.add(page.count, ordering: .relaxed)
-            let sent = await withTaskGroup(of: Int64?.self) { group in
-                for (seq, event) in page {
-                    group.addTask {
-                        let record = OutgoingRecord(topic: self.topic, key: event.key, value: event.value)
-                        return (try? await producer.send(record)) == nil ? nil : seq
-                    }
-                }
-                var acknowledged: [Int64] = []
-                for await seq in group { if let seq { acknowledged.append(seq) } }
-                return acknowledged
-            }
+            let sent = await send(page, with: producer)
             inFlight.subtract(page.count, ordering: .relaxed)
             do {
                 try await spool.removeFromOutbox(sent)
@@ -148,6 +158,24 @@ public final class EventPublisher: Sendable {
                 backoff = min(backoff * 2, .seconds(5))
             } else {
                 backoff = .milliseconds(100)
+            }
+        }
+    }
+
+    /// Hands a page to the producer in outbox order (one call each, no task per event, so a
+    /// message's Reception goes out before its outcomes) and gives the acknowledged rows.
+    private func send(_ page: [(seq: Int64, event: OutboxEvent)], with producer: KafkaProducer) async -> [Int64] {
+        let acknowledged = Mutex<(left: Int, seqs: [Int64])>((page.count, []))
+        return await withCheckedContinuation { (continuation: CheckedContinuation<[Int64], Never>) in
+            for (seq, event) in page {
+                producer.send(OutgoingRecord(topic: topic, key: event.key, value: event.value)) { result in
+                    let done: [Int64]? = acknowledged.withLock { state in
+                        if case .success = result { state.seqs.append(seq) }
+                        state.left -= 1
+                        return state.left == 0 ? state.seqs : nil
+                    }
+                    if let done { continuation.resume(returning: done) }
+                }
             }
         }
     }

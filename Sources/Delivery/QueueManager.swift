@@ -750,7 +750,7 @@ public actor QueueManager {
                 RecipientStatus(recipient: $0.recipient, action: .failed, reply: $0.reply, remoteMTA: remoteMTA, lastAttemptDate: now)
             }
             let purpose = "failed " + failed.map(\.recipient.description).sorted().joined(separator: " ")
-            if let id = await queueNotification(about: entry, statuses, purpose: purpose, builder: builder, now: now, events: &events) {
+            if let id = await queueNotification(about: entry, statuses, purpose: purpose, builder: builder, now: now) {
                 mark(&events, failed.map(\.recipient), dsn: id, types: [.bounce, .expiration, .adminBounce])
             }
         }
@@ -762,8 +762,7 @@ public actor QueueManager {
                 RecipientStatus(recipient: $0.recipient, action: .delayed(willRetryUntil: until), reply: $0.reply,
                                 remoteMTA: remoteMTA, lastAttemptDate: now)
             }
-            if let id = await queueNotification(about: entry, statuses, purpose: "delayed \(entry.domain)", builder: builder, now: now,
-                                                events: &events) {
+            if let id = await queueNotification(about: entry, statuses, purpose: "delayed \(entry.domain)", builder: builder, now: now) {
                 mark(&events, stillTrying.map(\.recipient), dsn: id, types: [.transientFailure])
             }
         }
@@ -773,7 +772,7 @@ public actor QueueManager {
     /// the high lane). Its id is derived from the original's and `purpose`, so the spool keeps
     /// one copy however often it is made; nil when none was queued now.
     private func queueNotification(about entry: QueueEntry, _ statuses: [RecipientStatus], purpose: String,
-                                   builder: DSNBuilder, now: UInt64, events: inout [MessageEvent]) async -> MessageID? {
+                                   builder: DSNBuilder, now: UInt64) async -> MessageID? {
         let id = MessageID.derived(from: entry.id, purpose: purpose)
         do {
             guard let content = try await spool.content(of: entry.id) else { return nil }
@@ -783,11 +782,11 @@ public actor QueueManager {
                                           client: "dsn", helo: settings.nodeID, pool: entry.pool, lane: .high,
                                           trafficClass: entry.trafficClass, smtputf8: dsn.needsSMTPUTF8,
                                           eightBit: dsn.needsEightBitMIME, content: dsn.content)
-            guard try await spool.insert([(message, nil)]).first == true else { return nil }
+            // Its Reception is spooled with it, as a record's is.
+            let reception = events.receptions(of: [(message, nil)], node: settings.nodeID)
+            guard try await spool.insert([(message, nil)], receptions: events.outboxEvents(reception)).first == true else { return nil }
+            events.logLocally(reception)
             for queued in entries(of: SpooledMessage(message, position: nil)) { queues.schedule(queued) }
-            // Its Reception goes out with the outcome that made it (the same outbox transaction).
-            events.append(MessageEvent(type: .reception, id: id.text, tenant: entry.tenant, time: Int64(now), node: settings.nodeID,
-                                       sender: "", recipients: [dsn.recipient.description], size: dsn.content.count, client: "dsn"))
             notificationCounter.increment()
             return id
         } catch let error as DSNError {

@@ -58,9 +58,12 @@ public final class IngressNode: Service, Sendable {
                 let tls = try tlsContext(listener, key: "ingress.listeners[\(index)]")
                 var listenerPolicy = policy
                 listenerPolicy.authOverPlaintext = listener.authOverPlaintext
+                // require_auth: no client is any tenant's by its address here, only by its login.
+                let noTenantByAddress: TenantResolver = { _ in nil }
+                let byAddress = listener.requireAuth ? noTenantByAddress : resolveTenant
                 listeners.append(try await SMTPListener.bind(
                     host: listener.address.host, port: listener.address.port, policy: listenerPolicy, sink: sink,
-                    resolveTenant: resolveTenant, authenticator: authenticator, proxyProtocol: listener.proxyProtocol,
+                    resolveTenant: byAddress, authenticator: authenticator, proxyProtocol: listener.proxyProtocol,
                     tls: tls, implicitTLS: listener.implicitTLS,
                     timeouts: SessionTimeouts(command: configuration.ingress.commandTimeout, data: configuration.ingress.dataTimeout),
                     logger: logger))
@@ -68,6 +71,7 @@ public final class IngressNode: Service, Sendable {
                 logger.notice("listening", metadata: [
                     "address": "\(listener.address)", "proxy_protocol": "\(listener.proxyProtocol)",
                     "tls": "\(tls == nil ? "none" : listener.implicitTLS ? "implicit" : "starttls")", "auth": "\(auth)",
+                    "relay": "\(listener.requireAuth ? "login only" : "trusted networks or login")",
                 ])
             }
         } catch {
@@ -97,8 +101,7 @@ public final class IngressNode: Service, Sendable {
         }
     }
 
-    /// On graceful shutdown: stop accepting, then let the sessions in progress finish (and the
-    /// Reception events go out) for at most `ingress.shutdown_grace`; the producer, shut down
+    /// On graceful shutdown: stop accepting, then let the sessions in progress finish for at most `ingress.shutdown_grace`; the producer, shut down
     /// after this service, then flushes. Sessions still open after the grace are cut: their
     /// unfinished messages were never acknowledged, so their clients retry.
     public func run() async throws {
@@ -109,7 +112,7 @@ public final class IngressNode: Service, Sendable {
         let deadline = ContinuousClock.now + shutdownGrace
         while ContinuousClock.now < deadline {
             let sessions = listeners.reduce(0) { $0 + $1.openConnections }
-            if sessions == 0 && sink.pendingEvents == 0 { break }
+            if sessions == 0 { break }
             try? await Task.sleep(for: .milliseconds(100), tolerance: .milliseconds(50))
         }
         let left = listeners.reduce(0) { $0 + $1.openConnections }

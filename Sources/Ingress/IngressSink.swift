@@ -1,13 +1,10 @@
-import Events
 import Foundation
 import Kafka
 import Logging
-import Metrics
 import QueueRecord
 import SMTPProtocol
 import SMTPServer
 import SmarthostConfig
-import Synchronization
 
 /// The ingress node's `MessageSink`: turns each accepted message into one Kafka record in its
 /// tenant's topic and answers 250 only after Kafka acknowledged it (acks=all). If Kafka cannot
@@ -18,11 +15,6 @@ public struct IngressSink: MessageSink {
     private let hostname: String
     private let quotas: TenantQuotas?
     private let logger: Logger
-    private let eventsInFlight = EventCount()
-
-    /// Reception events handed to the producer's task but not yet sent or failed; a draining
-    /// node waits for them before the producer closes.
-    public var pendingEvents: Int { eventsInFlight.value.load(ordering: .relaxed) }
 
     public init(producer: KafkaProducer, configuration: SmarthostConfiguration, hostname: String,
                 quotas: TenantQuotas? = nil, logger: Logger = Logger(label: "smarthost.ingress")) {
@@ -125,8 +117,9 @@ public struct IngressSink: MessageSink {
                     "id": "\(accepted.id)", "tenant": "\(accepted.tenant)", "recipients": "\(accepted.recipients.count)",
                     "size": "\(accepted.content.count)", "partition": "\(report.partition)", "offset": "\(report.offset)",
                 ])
+                // The ledger learns of the message from the spool that takes this record, not
+                // from an event of ours a SIGKILL here could lose (docs/reconciler.md).
                 reply(SMTPReply(250, EnhancedStatusCode(2, 0, 0), "Ok: queued as \(accepted.id)"))
-                announceReception(accepted, report: report)
             case .failure(KafkaError.recordTooLarge(let size, let limit)):
                 logger.warning("message too large for Kafka", metadata: ["size": "\(size)", "limit": "\(limit)"])
                 reply(SMTPReply(552, EnhancedStatusCode(5, 3, 4), "Message too big for this system"))
@@ -136,35 +129,6 @@ public struct IngressSink: MessageSink {
             }
         }
     }
-}
-
-extension IngressSink {
-    /// Writes the Reception event once Kafka has the message. The client's 250 does not wait
-    /// for it: the message is safe already, and the event is retried by the producer up to its
-    /// delivery timeout and flushed on shutdown. A node killed in between loses the event,
-    /// never the message; the reconciler's ledger also learns of messages from the spools.
-    private func announceReception(_ accepted: AcceptedMessage, report: DeliveryReport) {
-        let event = MessageEvent(
-            type: .reception, id: accepted.id.text, tenant: accepted.tenant, time: Int64(accepted.receivedAt),
-            node: configuration.node.id, sender: accepted.sender?.description ?? "",
-            recipients: accepted.recipients.map(\.description), size: accepted.content.count, job: accepted.job,
-            client: accepted.client, topic: report.topic, partition: report.partition, offset: report.offset)
-        let record = OutgoingRecord(topic: configuration.kafka.eventsTopic, key: Array(accepted.id.text.utf8), value: event.json)
-        let logger = self.logger
-        let inFlight = eventsInFlight
-        inFlight.value.add(1, ordering: .relaxed)
-        producer.send(record) { result in
-            defer { inFlight.value.subtract(1, ordering: .relaxed) }
-            if case .failure(let error) = result {
-                logger.error("lost a Reception event", metadata: ["id": "\(accepted.id)", "error": "\(error)"])
-                Counter(label: "smarthost_events_lost_total", dimensions: [("type", "Reception")]).increment()
-            }
-        }
-    }
-}
-
-final class EventCount: Sendable {
-    let value = Atomic<Int>(0)
 }
 
 /// Reads a header field from a message's header section (before the first empty line).

@@ -10,7 +10,8 @@ import Throttle
 /// were applied already and are skipped when Kafka delivers them again.
 actor LedgerStore {
     struct Snapshot: Codable {
-        var version = 1
+        /// 2: acceptances from the spools' Receptions, copies and duplicates named.
+        var version = Self.currentVersion
         /// `topic/partition` → the next offset to apply.
         var positions: [String: Int64] = [:]
         var ledger = Ledger()
@@ -18,6 +19,8 @@ actor LedgerStore {
         /// in the report until it has been gone for `forgetNodesAfter`.
         var knownNodes: [String: Int64] = [:]
         var malformedEvents = 0
+
+        static let currentVersion = 2
     }
 
     static let forgetNodesAfter: Int64 = 3_600_000
@@ -35,12 +38,16 @@ actor LedgerStore {
         path = directory + "/state.json"
         self.logger = logger
         if let data = FileManager.default.contents(atPath: path) {
+            struct Version: Decodable { var version: Int }
+            let version = (try? JSONDecoder().decode(Version.self, from: data))?.version
+            guard version == nil || version == Snapshot.currentVersion else {
+                throw LedgerFileError(description: "\(path): ledger version \(version!), this one reads \(Snapshot.currentVersion); move it away to start a new ledger")
+            }
             do {
                 state = try JSONDecoder().decode(Snapshot.self, from: data)
             } catch {
                 throw LedgerFileError(description: "\(path): not a ledger this version can read (\(error)); move it away to start a new ledger")
             }
-            guard state.version == 1 else { throw LedgerFileError(description: "\(path): ledger version \(state.version), this one reads 1") }
         } else {
             state = Snapshot()
         }
@@ -66,7 +73,7 @@ actor LedgerStore {
     /// Writes the snapshot; returns the records it covers, now safe to commit.
     func checkpoint() throws -> [ConsumedRecord] {
         guard !unsaved.isEmpty else { return [] }
-        let newest = state.ledger.finished.values.max() ?? 0
+        let newest = state.ledger.lastFinished ?? 0
         state.ledger.prune(finishedBefore: newest - Self.rememberFinished)
         let data = try JSONEncoder().encode(state)
         let temporary = path + ".tmp"

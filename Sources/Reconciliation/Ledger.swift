@@ -1,9 +1,12 @@
 import Events
 
-/// The cluster ledger, as pure state fed by the events topic: every message a Reception
-/// acknowledged, until each of its recipients has a terminal event (Delivery, Bounce,
-/// Expiration, AdminBounce). Counted per recipient, so that
-/// `accepted = delivered + bounced + expired + deleted + still open` always holds.
+/// The cluster ledger, as pure state fed by the events topic: every message a spool took
+/// (its Reception, written by the delivery node in the transaction that spooled the Kafka
+/// record, or that queued a DSN), until each of its recipients has a terminal event
+/// (Delivery, Bounce, Expiration, AdminBounce, AdminDelete). Counted per recipient and once
+/// per message, so that `accepted = delivered + bounced + expired + deleted + open` always
+/// holds; a second copy of a message, or a second outcome for a recipient, is named in
+/// `duplicates`, never counted twice.
 public struct Ledger: Codable, Sendable, Equatable {
     public struct Totals: Codable, Sendable, Equatable {
         public var acceptedMessages = 0
@@ -14,29 +17,72 @@ public struct Ledger: Codable, Sendable, Equatable {
         public var bounced = 0
         public var expired = 0
         public var deleted = 0
-        /// A second terminal event for a recipient that already had one (a delivery repeated
-        /// after a crash, for example): counted, never silent, never counted twice above.
+        /// Messages with a second copy (spooled by two nodes, or twice) or a second terminal
+        /// event for a recipient: named in `Ledger.duplicates`.
+        public var duplicateMessages = 0
+        /// Terminal events for a recipient that already had one (a delivery repeated after a
+        /// crash, or by a second copy): counted here, never in the outcomes above.
         public var duplicateOutcomes = 0
-        /// Events for messages this ledger has no Reception of and that were not recently finished.
+        /// Terminal events that came before their message's Reception (counted once it comes).
         public var outcomesBeforeReception = 0
         public var finishedMessages = 0
 
         public init() {}
     }
 
+    /// One spooled copy of a message: the delivery node that spooled it and its Kafka record
+    /// (`topic/partition/offset`; none for a DSN, made on the node).
+    public struct Copy: Codable, Sendable, Equatable, Hashable {
+        public var node: String
+        public var record: String?
+
+        public init(node: String, record: String?) {
+            self.node = node
+            self.record = record
+        }
+
+        init(_ reception: MessageEvent) {
+            var record: String?
+            if let topic = reception.topic, let partition = reception.partition, let offset = reception.offset {
+                record = "\(topic)/\(partition)/\(offset)"
+            }
+            self.init(node: reception.node, record: record)
+        }
+    }
+
+    /// A message delivered (or ended) more than once, or spooled more than once.
+    public struct Duplicate: Codable, Sendable, Equatable {
+        /// A terminal event for a recipient that already had one.
+        public struct Repeat: Codable, Sendable, Equatable {
+            public var recipient: String
+            public var outcome: String
+            public var node: String
+            public var time: Int64
+        }
+
+        public var id: String
+        public var tenant: String
+        /// Every copy seen, the first one first.
+        public var copies: [Copy]
+        public var repeats: [Repeat] = []
+    }
+
     /// A message with recipients still open.
     public struct Open: Codable, Sendable, Equatable {
         public var tenant: String
-        /// From Reception; nil while only outcomes were seen.
+        /// From Reception (the ingress's acceptance time); nil while only outcomes were seen.
         public var acceptedAt: Int64?
         public var recipients: [String]?
         /// Terminal outcome per recipient: `delivered`, `bounced`, `expired`, `deleted`.
         public var outcomes: [String: String] = [:]
-        /// Where the message record is in Kafka (Reception), `topic/partition/offset`.
-        public var record: String?
+        /// The copies spooled (from each Reception).
+        public var copies: [Copy] = []
         public var lastEvent: String
         public var lastNode: String
         public var lastTime: Int64
+
+        /// Where the message record is in Kafka: its first copy's.
+        public var record: String? { copies.first?.record }
 
         public var openRecipients: Int {
             guard let recipients else { return 0 }
@@ -44,17 +90,29 @@ public struct Ledger: Codable, Sendable, Equatable {
         }
     }
 
+    /// A finished message, remembered for a while so that a late copy or outcome is named.
+    public struct Finished: Codable, Sendable, Equatable {
+        public var time: Int64
+        public var tenant: String
+        public var copies: [Copy]
+    }
+
+    /// At most this many duplicated messages are named (all are counted).
+    public static let namedDuplicates = 10_000
+
     public private(set) var totals = Totals()
     public private(set) var open: [String: Open] = [:]
-    /// Messages finished recently (id → when): a late duplicate event is recognised.
-    public private(set) var finished: [String: Int64] = [:]
+    /// Messages finished recently: a late duplicate is recognised.
+    public private(set) var finished: [String: Finished] = [:]
+    public private(set) var duplicates: [String: Duplicate] = [:]
 
     public init() {}
 
     /// Applies one event (events about one message arrive in order: the topic is keyed by id).
     public mutating func apply(_ event: MessageEvent) {
-        if finished[event.id] != nil {
-            if Self.terminal(event.type) != nil { totals.duplicateOutcomes += 1 }
+        if var done = finished[event.id] {
+            applyLate(event, to: &done)
+            finished[event.id] = done
             return
         }
         var entry = open[event.id] ?? Open(tenant: event.tenant, lastEvent: event.type.rawValue, lastNode: event.node, lastTime: event.time)
@@ -63,16 +121,24 @@ public struct Ledger: Codable, Sendable, Equatable {
         entry.lastTime = event.time
         switch event.type {
         case .reception:
-            guard entry.acceptedAt == nil else { return }
+            let copy = Copy(event)
+            guard entry.acceptedAt == nil else {
+                if !entry.copies.contains(copy) {
+                    entry.copies.append(copy)
+                    noteDuplicate(event.id, tenant: entry.tenant, copies: entry.copies)
+                }
+                break
+            }
             let recipients = Array(Set(event.recipients ?? []))
             entry.acceptedAt = event.time
             entry.recipients = recipients
-            if let topic = event.topic, let partition = event.partition, let offset = event.offset {
-                entry.record = "\(topic)/\(partition)/\(offset)"
-            }
+            entry.copies = [copy]
             totals.acceptedMessages += 1
             if event.client == "dsn" { totals.notificationMessages += 1 }
             totals.acceptedRecipients += recipients.count
+            // Outcomes that came first count now, for the recipients this message has.
+            entry.outcomes = entry.outcomes.filter { recipients.contains($0.key) }
+            for outcome in entry.outcomes.values { count(outcome) }
         case .delivery, .bounce, .expiration, .adminBounce, .adminDelete:
             let outcome = Self.terminal(event.type)!
             if entry.acceptedAt == nil, open[event.id] == nil { totals.outcomesBeforeReception += 1 }
@@ -80,22 +146,54 @@ public struct Ledger: Codable, Sendable, Equatable {
             let recipients = event.recipient.map { [$0] } ?? (entry.recipients ?? []).filter { entry.outcomes[$0] == nil }
             for recipient in recipients {
                 if entry.outcomes[recipient] != nil {
-                    totals.duplicateOutcomes += 1
+                    noteRepeat(event, recipient: recipient, outcome: outcome, tenant: entry.tenant, copies: entry.copies)
                     continue
                 }
                 entry.outcomes[recipient] = outcome
-                count(outcome)
+                if entry.acceptedAt != nil { count(outcome) }
             }
         case .transientFailure, .orphanRequeued:
             break
         }
         if entry.acceptedAt != nil, entry.openRecipients == 0 {
             open[event.id] = nil
-            finished[event.id] = event.time
+            finished[event.id] = Finished(time: event.time, tenant: entry.tenant, copies: entry.copies)
             totals.finishedMessages += 1
         } else {
             open[event.id] = entry
         }
+    }
+
+    /// An event about a message already finished: a second copy, or a repeated outcome.
+    private mutating func applyLate(_ event: MessageEvent, to done: inout Finished) {
+        if event.type == .reception {
+            let copy = Copy(event)
+            guard !done.copies.contains(copy) else { return }
+            done.copies.append(copy)
+            noteDuplicate(event.id, tenant: done.tenant, copies: done.copies)
+        } else if let outcome = Self.terminal(event.type) {
+            noteRepeat(event, recipient: event.recipient ?? "*", outcome: outcome, tenant: done.tenant, copies: done.copies)
+        }
+    }
+
+    private mutating func noteRepeat(_ event: MessageEvent, recipient: String, outcome: String, tenant: String, copies: [Copy]) {
+        totals.duplicateOutcomes += 1
+        noteDuplicate(event.id, tenant: tenant, copies: copies,
+                      repeat: Duplicate.Repeat(recipient: recipient, outcome: outcome, node: event.node, time: event.time))
+    }
+
+    private mutating func noteDuplicate(_ id: String, tenant: String, copies: [Copy], repeat: Duplicate.Repeat? = nil) {
+        var duplicate: Duplicate
+        if let known = duplicates[id] {
+            duplicate = known
+        } else {
+            totals.duplicateMessages += 1
+            guard duplicates.count < Self.namedDuplicates else { return }
+            duplicate = Duplicate(id: id, tenant: tenant, copies: [])
+        }
+        duplicate.copies = copies
+        if let `repeat` { duplicate.repeats.append(`repeat`) }
+        duplicates[id] = duplicate
     }
 
     private mutating func count(_ outcome: String) {
@@ -119,8 +217,11 @@ public struct Ledger: Codable, Sendable, Equatable {
 
     /// Forgets finished messages older than `before` (duplicates come soon after the original).
     public mutating func prune(finishedBefore before: Int64) {
-        finished = finished.filter { $0.value >= before }
+        finished = finished.filter { $0.value.time >= before }
     }
+
+    /// The newest time a message finished, if any did.
+    public var lastFinished: Int64? { finished.values.map(\.time).max() }
 
     /// Open messages accepted before `cutoff`: the ones to look for in the spools.
     public func candidates(acceptedBefore cutoff: Int64) -> [String] {
@@ -133,25 +234,36 @@ public struct Ledger: Codable, Sendable, Equatable {
         let cutoff = now - unaccountedAfter
         var report = LedgerReport(generatedAt: now, totals: totals, unanswered: unanswered)
         for (id, entry) in open {
-            let openRecipients = entry.acceptedAt == nil ? 0 : entry.openRecipients
-            guard let acceptedAt = entry.acceptedAt, acceptedAt < cutoff, !held.contains(id) else {
-                report.queuedRecipients += openRecipients
+            guard let acceptedAt = entry.acceptedAt else {
+                // Outcomes of a message no spool reported taking: an acceptance the ledger
+                // missed, once older than the Reception could still be on its way.
+                if entry.lastTime < cutoff {
+                    report.withoutReception.append(LedgerReport.Missing(id: id, tenant: entry.tenant, acceptedAt: 0, ageSeconds: 0,
+                                                                        openRecipients: 0, record: nil, lastEvent: entry.lastEvent,
+                                                                        lastNode: entry.lastNode, lastTime: entry.lastTime))
+                }
+                continue
+            }
+            guard acceptedAt < cutoff, !held.contains(id) else {
+                report.queuedRecipients += entry.openRecipients
                 continue
             }
             let missing = LedgerReport.Missing(id: id, tenant: entry.tenant, acceptedAt: acceptedAt, ageSeconds: (now - acceptedAt) / 1_000,
-                                               openRecipients: openRecipients, record: entry.record, lastEvent: entry.lastEvent,
+                                               openRecipients: entry.openRecipients, record: entry.record, lastEvent: entry.lastEvent,
                                                lastNode: entry.lastNode, lastTime: entry.lastTime)
             if unanswered.isEmpty {
-                report.unaccountedRecipients += openRecipients
+                report.unaccountedRecipients += entry.openRecipients
                 report.unaccounted.append(missing)
             } else {
-                report.unconfirmedRecipients += openRecipients
+                report.unconfirmedRecipients += entry.openRecipients
                 report.unconfirmed.append(missing)
             }
         }
         report.unaccounted.sort { $0.id < $1.id }
         report.unconfirmed.sort { $0.id < $1.id }
+        report.withoutReception.sort { $0.id < $1.id }
         report.openMessagesWithoutReception = open.values.filter { $0.acceptedAt == nil }.count
+        report.duplicates = duplicates.values.sorted { $0.id < $1.id }
         return report
     }
 }
@@ -165,7 +277,7 @@ public struct LedgerReport: Codable, Sendable, Equatable {
         public var acceptedAt: Int64
         public var ageSeconds: Int64
         public var openRecipients: Int
-        /// `topic/partition/offset` of its record, from Reception.
+        /// `topic/partition/offset` of its record (its first copy's).
         public var record: String?
         /// Where it was last seen: the last event's type, node and time.
         public var lastEvent: String
@@ -184,6 +296,11 @@ public struct LedgerReport: Codable, Sendable, Equatable {
     public var unconfirmedRecipients = 0
     public var unconfirmed: [Missing] = []
     public var openMessagesWithoutReception = 0
+    /// Messages with outcomes and no Reception for longer than `unaccounted_after`: an
+    /// acceptance the ledger never learnt (`acceptedAt` is 0 for them).
+    public var withoutReception: [Missing] = []
+    /// Messages delivered or spooled more than once, with each copy.
+    public var duplicates: [Ledger.Duplicate] = []
     /// Records of the events topic that are not events (counted and skipped).
     public var malformedEvents = 0
     /// Nodes that could not be asked, with the error.
@@ -195,9 +312,23 @@ public struct LedgerReport: Codable, Sendable, Equatable {
         self.unanswered = unanswered
     }
 
-    /// accepted = delivered + bounced + expired + deleted + queued + unaccounted + unconfirmed.
+    /// accepted = delivered + bounced + expired + deleted + queued, per recipient, each message
+    /// counted once (duplicates apart), and no outcome without its acceptance: every
+    /// message a spool took is finished or held by a spool now.
     public var balances: Bool {
-        totals.acceptedRecipients == totals.delivered + totals.bounced + totals.expired + totals.deleted
-            + queuedRecipients + unaccountedRecipients + unconfirmedRecipients
+        totals.acceptedRecipients == totals.delivered + totals.bounced + totals.expired + totals.deleted + queuedRecipients
+            && withoutReception.isEmpty
+    }
+
+    /// Why the balance does not hold, in a few words (nil when it holds).
+    public var imbalance: String? {
+        guard !balances else { return nil }
+        var reasons: [String] = []
+        if unaccountedRecipients > 0 { reasons.append("\(unaccountedRecipients) recipients in no spool") }
+        if unconfirmedRecipients > 0 { reasons.append("\(unconfirmedRecipients) recipients unconfirmed, \(unanswered.count) nodes not answering") }
+        if !withoutReception.isEmpty { reasons.append("\(withoutReception.count) messages with outcomes and no Reception") }
+        let sum = totals.delivered + totals.bounced + totals.expired + totals.deleted + queuedRecipients + unaccountedRecipients + unconfirmedRecipients
+        if sum != totals.acceptedRecipients { reasons.append("\(totals.acceptedRecipients - sum) recipients in no row") }
+        return reasons.joined(separator: "; ")
     }
 }

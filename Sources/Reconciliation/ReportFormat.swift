@@ -115,11 +115,22 @@ extension LedgerReport {
             let header = ReportFormat.csvRow(["status", "id", "tenant", "accepted_at", "age_seconds", "open_recipients", "record",
                                               "last_event", "last_node", "last_time"])
             let rows = unaccounted.map { ("unaccounted", $0) } + unconfirmed.map { ("unconfirmed", $0) }
-            return header + rows.map { status, missing in
-                ReportFormat.csvRow([status, missing.id, missing.tenant, ReportFormat.time(missing.acceptedAt), "\(missing.ageSeconds)",
-                                     "\(missing.openRecipients)", missing.record ?? "", missing.lastEvent, missing.lastNode,
-                                     ReportFormat.time(missing.lastTime)])
-            }.joined()
+                + withoutReception.map { ("without-reception", $0) }
+            let missing = rows.map { status, missing in
+                ReportFormat.csvRow([status, missing.id, missing.tenant, missing.acceptedAt == 0 ? "" : ReportFormat.time(missing.acceptedAt),
+                                     "\(missing.ageSeconds)", "\(missing.openRecipients)", missing.record ?? "", missing.lastEvent,
+                                     missing.lastNode, ReportFormat.time(missing.lastTime)])
+            }
+            // One row per copy and per repeated outcome: status `duplicate`, `record` the copy's.
+            let duplicated = duplicates.flatMap { duplicate in
+                duplicate.copies.map {
+                    ReportFormat.csvRow(["duplicate", duplicate.id, duplicate.tenant, "", "", "", $0.record ?? "", "Reception", $0.node, ""])
+                } + duplicate.repeats.map {
+                    ReportFormat.csvRow(["duplicate", duplicate.id, duplicate.tenant, "", "", "", "", "\($0.outcome) \($0.recipient)", $0.node,
+                                         ReportFormat.time($0.time)])
+                }
+            }
+            return header + (missing + duplicated).joined()
         case .table:
             var text = "Cluster ledger, \(ReportFormat.time(generatedAt))\n\n"
             text += ReportFormat.table(["recipients", "count"], [
@@ -128,15 +139,30 @@ extension LedgerReport {
                 ["unaccounted", "\(unaccountedRecipients)"], ["unconfirmed", "\(unconfirmedRecipients)"],
                 ["duplicate outcomes", "\(totals.duplicateOutcomes)"],
             ])
-            text += "\nmessages: \(totals.acceptedMessages) accepted (\(totals.notificationMessages) of them DSNs), \(totals.finishedMessages) finished\n"
-            text += balances ? "balance: accepted = delivered + bounced + expired + deleted + queued + unaccounted + unconfirmed\n"
-                : "balance: DOES NOT HOLD (outcomes seen before their Reception: \(totals.outcomesBeforeReception))\n"
+            text += "\nmessages: \(totals.acceptedMessages) accepted (\(totals.notificationMessages) of them DSNs), \(totals.finishedMessages) finished, "
+                + "\(totals.duplicateMessages) duplicated\n"
+            text += balances ? "balance: holds (accepted = delivered + bounced + expired + deleted + queued)\n"
+                : "balance: DOES NOT HOLD (\(imbalance ?? ""))\n"
             for (node, error) in unanswered.sorted(by: { $0.key < $1.key }) { text += "NOT ANSWERING: \(node): \(error)\n" }
             for (title, list) in [("unaccounted (in no spool, no terminal event)", unaccounted), ("unconfirmed (a node did not answer)", unconfirmed)]
             where !list.isEmpty {
                 text += "\n\(title)\n" + ReportFormat.table(["id", "tenant", "age", "record", "last seen"], list.prefix(100).map {
                     [$0.id, $0.tenant, "\($0.ageSeconds)s", $0.record ?? "-", "\($0.lastEvent) on \($0.lastNode) at \(ReportFormat.time($0.lastTime))"]
                 })
+            }
+            if !withoutReception.isEmpty {
+                text += "\noutcomes without a Reception (an acceptance the ledger never learnt)\n"
+                    + ReportFormat.table(["id", "tenant", "last seen"], withoutReception.prefix(100).map {
+                        [$0.id, $0.tenant, "\($0.lastEvent) on \($0.lastNode) at \(ReportFormat.time($0.lastTime))"]
+                    })
+            }
+            if !duplicates.isEmpty {
+                text += "\nduplicates (each copy spooled, each repeated outcome)\n"
+                    + ReportFormat.table(["id", "tenant", "copies", "repeated outcomes"], duplicates.prefix(100).map { duplicate in
+                        [duplicate.id, duplicate.tenant, duplicate.copies.map { "\($0.node) \($0.record ?? "(made there)")" }.joined(separator: ", "),
+                         duplicate.repeats.map { "\($0.outcome) \($0.recipient) by \($0.node)" }.joined(separator: ", ")]
+                    })
+                if duplicates.count > 100 { text += "(\(duplicates.count - 100) more in the JSON and CSV reports)\n" }
             }
             return text
         }

@@ -204,8 +204,12 @@ public final class Spool: Sendable {
     /// spool already holds its id or finished it within `completedRetention` (a Kafka
     /// redelivery). A message that cannot be stored as given (an address that does not parse
     /// back, no recipients) fails the whole call before anything is written.
-    public func insert(_ messages: [(AcceptedMessage, SpoolPosition?)]) async throws(SpoolError) -> [Bool] {
+    /// `receptions` (none, or one per message) go into the outbox in the same transaction, for
+    /// each message newly spooled: so the ledger learns of every message a spool took, from
+    /// the spool that took it, whatever process dies when.
+    public func insert(_ messages: [(AcceptedMessage, SpoolPosition?)], receptions: [OutboxEvent] = []) async throws(SpoolError) -> [Bool] {
         guard !messages.isEmpty else { return [] }
+        precondition(receptions.isEmpty || receptions.count == messages.count, "one Reception per message, or none")
         for (message, _) in messages {
             do throws(SpoolError) { try Schema.validate(message) } catch { throw error.during("insert", path: path) }
         }
@@ -214,7 +218,7 @@ public final class Spool: Sendable {
             let now = clock().storable
             var inserted: [Bool] = []
             inserted.reserveCapacity(messages.count)
-            for (message, position) in messages {
+            for (index, (message, position)) in messages.enumerated() {
                 if try db.exists("SELECT 1 FROM completed WHERE id = ?", [.text(message.id.text)]) {
                     inserted.append(false)
                     continue
@@ -237,6 +241,7 @@ public final class Spool: Sendable {
                     continue
                 }
                 try db.run("INSERT INTO content (seq, body) VALUES (?, ?)", [.int(seq), .blob(message.content)])
+                if !receptions.isEmpty { try Self.addToOutbox(receptions[index], db) }
                 inserted.append(true)
             }
             return inserted
@@ -244,8 +249,12 @@ public final class Spool: Sendable {
     }
 
     /// One message; see `insert(_:)`.
-    public func insert(_ message: AcceptedMessage, position: SpoolPosition?) async throws(SpoolError) -> Bool {
-        try await insert([(message, position)])[0]
+    public func insert(_ message: AcceptedMessage, position: SpoolPosition?, reception: OutboxEvent? = nil) async throws(SpoolError) -> Bool {
+        try await insert([(message, position)], receptions: reception.map { [$0] } ?? [])[0]
+    }
+
+    private static func addToOutbox(_ event: OutboxEvent, _ db: Connection) throws(SpoolError) {
+        try db.run("INSERT INTO outbox (event_key, event_value) VALUES (?, ?)", [.blob(event.key), .blob(event.value)])
     }
 
     private static let insertMessage = """
@@ -268,9 +277,7 @@ public final class Spool: Sendable {
         let finals = Set(finalRecipients.map(\.description))
         let clock = options.clock
         return try await write("settle \(id)") { db throws(SpoolError) in
-            for event in events {
-                try db.run("INSERT INTO outbox (event_key, event_value) VALUES (?, ?)", [.blob(event.key), .blob(event.value)])
-            }
+            for event in events { try Self.addToOutbox(event, db) }
             guard let (seq, pending) = try Self.pending(of: id, db) else { return true }
             let remaining = pending.split(separator: "\n").filter { !finals.contains(String($0)) }
             if remaining.isEmpty {

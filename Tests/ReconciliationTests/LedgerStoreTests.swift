@@ -40,7 +40,7 @@ struct LedgerStoreTests {
         let directory = Self.directory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        for text in ["", "{", #"{"version": 9}"#, #"{"positions": {}}"#, "[]"] {
+        for text in ["", "{", #"{"version": 9}"#, #"{"version": 1, "positions": {}}"#, #"{"positions": {}}"#, "[]"] {
             try Data(text.utf8).write(to: URL(fileURLWithPath: directory + "/state.json"))
             #expect {
                 _ = try LedgerStore(directory: directory, logger: Logger(label: "test"))
