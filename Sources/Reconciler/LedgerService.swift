@@ -20,9 +20,16 @@ public final class LedgerService: Service, Sendable {
         public var checkEvery: Duration
         /// The delivery nodes' admin token (the reconciler asks their spools).
         public var adminToken: String?
+        /// The delivery nodes' consumer group and the tenant topics' common prefix
+        /// (`<topic_prefix>.`): records below that group's committed offsets must each have
+        /// a Reception.
+        public var deliveryGroup: String
+        public var tenantTopicPrefix: String
 
         public init(nodeID: String, ledgerDirectory: String, reportDirectory: String, unaccountedAfter: Duration, checkEvery: Duration,
-                    adminToken: String?) {
+                    adminToken: String?, deliveryGroup: String, tenantTopicPrefix: String) {
+            self.deliveryGroup = deliveryGroup
+            self.tenantTopicPrefix = tenantTopicPrefix
             self.nodeID = nodeID
             self.ledgerDirectory = ledgerDirectory
             self.reportDirectory = reportDirectory
@@ -34,14 +41,16 @@ public final class LedgerService: Service, Sendable {
 
     let settings: Settings
     private let consumer: KafkaConsumer
+    private let admin: KafkaAdmin
     private let registry: NodeRegistry
     private let store: LedgerStore
     private let logger: Logger
 
-    public init(settings: Settings, consumer: KafkaConsumer, registry: NodeRegistry,
+    public init(settings: Settings, consumer: KafkaConsumer, admin: KafkaAdmin, registry: NodeRegistry,
                 logger: Logger = Logger(label: "smarthost.reconciler")) throws {
         self.settings = settings
         self.consumer = consumer
+        self.admin = admin
         self.registry = registry
         self.logger = logger
         store = try LedgerStore(directory: settings.ledgerDirectory, logger: logger)
@@ -123,13 +132,21 @@ public final class LedgerService: Service, Sendable {
         } catch {
             unanswered["registry"] = "the node registry in Redis could not be read: \(error)"
         }
-        let report = await store.report(now: now, unaccountedAfter: threshold, held: held, unanswered: unanswered)
+        let recordsUnchecked = await compareRecords(now: now)
+        var report = await store.report(now: now, unaccountedAfter: threshold, held: held, unanswered: unanswered)
+        report.recordsUnchecked = recordsUnchecked
+        Gauge(label: "smarthost_ledger_unspooled_records").record(report.unspooledRecords.count)
         Gauge(label: "smarthost_ledger_unaccounted_recipients").record(report.unaccountedRecipients)
         Gauge(label: "smarthost_ledger_queued_recipients").record(report.queuedRecipients)
         do {
             try ReportFiles.write(report, named: "ledger", in: settings.reportDirectory)
         } catch {
             logger.error("could not write the ledger report", metadata: ["directory": "\(settings.reportDirectory)", "error": "\(error)"])
+        }
+        if !report.unspooledRecords.isEmpty {
+            logger.error("Kafka records the delivery nodes' consumers are done with and no spool took", metadata: [
+                "records": "\(report.unspooledRecords.count)", "first": "\(report.unspooledRecords.prefix(20).map(\.record))",
+            ])
         }
         if report.unaccountedRecipients > 0 {
             logger.error("unaccounted messages: acknowledged, no terminal event, in no spool", metadata: [
@@ -139,6 +156,27 @@ public final class LedgerService: Service, Sendable {
         return report
     }
 
+    /// The delivery group's committed offsets against the Receptions seen; the error, if
+    /// Kafka could not say.
+    private func compareRecords(now: Int64) async -> String? {
+        do {
+            let committed = try await admin.committedOffsets(group: settings.deliveryGroup, topicsWithPrefix: settings.tenantTopicPrefix)
+            var positions: [String: Int64] = [:]
+            var partitions: [String: TopicPartition] = [:]
+            for case let (partition, offset?) in committed {
+                positions["\(partition.topic)/\(partition.partition)"] = offset
+                partitions["\(partition.topic)/\(partition.partition)"] = partition
+            }
+            let new = await store.partitionsWithoutStart(Array(positions.keys)).compactMap { partitions[$0] }
+            var lows: [String: Int64] = [:]
+            for (partition, low) in try await admin.lowWatermarks(new) { lows["\(partition.topic)/\(partition.partition)"] = low }
+            await store.compare(committed: positions, lows: lows, now: now)
+            return nil
+        } catch {
+            logger.warning("the tenant topics' records could not be compared with the Receptions", metadata: ["error": "\(error)"])
+            return "\(error)"
+        }
+    }
 
     private func ask(_ node: NodeAnnouncement, about ids: [String]) async throws -> [String] {
         var held: [String] = []

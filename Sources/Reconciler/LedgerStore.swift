@@ -91,6 +91,12 @@ actor LedgerStore {
 
     func candidates(acceptedBefore cutoff: Int64) -> [String] { state.ledger.candidates(acceptedBefore: cutoff) }
 
+    func partitionsWithoutStart(_ keys: [String]) -> [String] { state.ledger.partitionsWithoutStart(keys) }
+
+    func compare(committed: [String: Int64], lows: [String: Int64], now: Int64) {
+        state.ledger.compare(committed: committed, lows: lows, now: now)
+    }
+
     /// Remembers the live delivery nodes; returns those seen before and gone now.
     func missingNodes(live: [NodeAnnouncement], now: Int64) -> [(id: String, lastSeen: Int64)] {
         for node in live { state.knownNodes[node.id] = now }

@@ -105,8 +105,88 @@ public struct Ledger: Codable, Sendable, Equatable {
     /// Messages finished recently: a late duplicate is recognised.
     public private(set) var finished: [String: Finished] = [:]
     public private(set) var duplicates: [String: Duplicate] = [:]
+    /// Per tenant partition (`topic/partition`), the records whose Reception came.
+    public private(set) var coverage: [String: Coverage] = [:]
 
     public init() {}
+
+    /// Which records of one tenant partition a spool took (a Reception names each one's
+    /// offset), against where the delivery group's consumers are done (`compare`): an offset
+    /// below that with no Reception is a record a consumer passed and no spool took.
+    public struct Coverage: Codable, Sendable, Equatable {
+        /// The first offset checked: the partition's low watermark when the ledger first
+        /// compared it (nil before).
+        public var start: Int64?
+        /// Offsets with a Reception, as sorted, disjoint, non-adjacent ranges.
+        public var covered: [Range<Int64>] = []
+        /// Offsets below the committed position without a Reception, and since when (ms).
+        public var missing: [Int64: Int64] = [:]
+
+        /// At most this many missing offsets are kept per partition.
+        public static let namedMissing = 10_000
+
+        mutating func cover(_ offset: Int64) {
+            missing[offset] = nil
+            // The first range that ends at or after `offset`.
+            var low = 0
+            var high = covered.count
+            while low < high {
+                let middle = (low + high) / 2
+                if covered[middle].upperBound < offset { low = middle + 1 } else { high = middle }
+            }
+            if low < covered.count, covered[low].contains(offset) { return }
+            if low < covered.count, covered[low].upperBound == offset {
+                covered[low] = covered[low].lowerBound..<(offset + 1)
+                if low + 1 < covered.count, covered[low + 1].lowerBound == offset + 1 {
+                    covered[low] = covered[low].lowerBound..<covered[low + 1].upperBound
+                    covered.remove(at: low + 1)
+                }
+            } else if low < covered.count, covered[low].lowerBound == offset + 1 {
+                covered[low] = offset..<covered[low].upperBound
+            } else {
+                covered.insert(offset..<(offset + 1), at: low)
+            }
+        }
+
+        /// The offsets in `start..<end` no range covers, at most `limit` of them.
+        func gaps(below end: Int64, limit: Int) -> [Int64] {
+            var gaps: [Int64] = []
+            var next = start ?? end
+            for range in covered where range.upperBound > next {
+                guard next < end, gaps.count < limit else { break }
+                let stop = min(range.lowerBound, end)
+                while next < stop, gaps.count < limit {
+                    gaps.append(next)
+                    next += 1
+                }
+                next = max(next, range.upperBound)
+            }
+            while next < end, gaps.count < limit {
+                gaps.append(next)
+                next += 1
+            }
+            return gaps
+        }
+    }
+
+    /// Partitions of `keys` the ledger has not compared yet (their start comes from their low watermark).
+    public func partitionsWithoutStart(_ keys: [String]) -> [String] {
+        keys.filter { coverage[$0]?.start == nil }
+    }
+
+    /// Compares each tenant partition's committed offset (`topic/partition` → offset) with the
+    /// Receptions seen; `lows` gives the start of partitions compared for the first time.
+    public mutating func compare(committed: [String: Int64], lows: [String: Int64], now: Int64) {
+        for (key, end) in committed {
+            var partition = coverage[key] ?? Coverage()
+            if partition.start == nil { partition.start = lows[key] ?? 0 }
+            for offset in partition.gaps(below: end, limit: Coverage.namedMissing) where partition.missing[offset] == nil {
+                guard partition.missing.count < Coverage.namedMissing else { break }
+                partition.missing[offset] = now
+            }
+            coverage[key] = partition
+        }
+    }
 
     /// Applies one event (events about one message arrive in order: the topic is keyed by id).
     public mutating func apply(_ event: MessageEvent) {
@@ -122,6 +202,7 @@ public struct Ledger: Codable, Sendable, Equatable {
         switch event.type {
         case .reception:
             let copy = Copy(event)
+            cover(event)
             guard entry.acceptedAt == nil else {
                 if !entry.copies.contains(copy) {
                     entry.copies.append(copy)
@@ -174,6 +255,11 @@ public struct Ledger: Codable, Sendable, Equatable {
         } else if let outcome = Self.terminal(event.type) {
             noteRepeat(event, recipient: event.recipient ?? "*", outcome: outcome, tenant: done.tenant, copies: done.copies)
         }
+    }
+
+    private mutating func cover(_ reception: MessageEvent) {
+        guard let topic = reception.topic, let partition = reception.partition, let offset = reception.offset else { return }
+        coverage["\(topic)/\(partition)", default: Coverage()].cover(offset)
     }
 
     private mutating func noteRepeat(_ event: MessageEvent, recipient: String, outcome: String, tenant: String, copies: [Copy]) {
@@ -264,6 +350,12 @@ public struct Ledger: Codable, Sendable, Equatable {
         report.withoutReception.sort { $0.id < $1.id }
         report.openMessagesWithoutReception = open.values.filter { $0.acceptedAt == nil }.count
         report.duplicates = duplicates.values.sorted { $0.id < $1.id }
+        for (key, partition) in coverage {
+            for (offset, since) in partition.missing where since < cutoff {
+                report.unspooledRecords.append(LedgerReport.UnspooledRecord(record: "\(key)/\(offset)", since: since))
+            }
+        }
+        report.unspooledRecords.sort { ($0.since, $0.record) < ($1.since, $1.record) }
         return report
     }
 }
@@ -301,6 +393,18 @@ public struct LedgerReport: Codable, Sendable, Equatable {
     public var withoutReception: [Missing] = []
     /// Messages delivered or spooled more than once, with each copy.
     public var duplicates: [Ledger.Duplicate] = []
+    /// Records of tenant topics the delivery group's consumers are done with (below its
+    /// committed offset) that no spool reported taking, for longer than `unaccounted_after`.
+    public var unspooledRecords: [UnspooledRecord] = []
+    /// Why the tenant topics' records could not be compared this time, if they could not.
+    public var recordsUnchecked: String?
+
+    public struct UnspooledRecord: Codable, Sendable, Equatable {
+        /// `topic/partition/offset`.
+        public var record: String
+        /// Since when the ledger finds no Reception for it (ms).
+        public var since: Int64
+    }
     /// Records of the events topic that are not events (counted and skipped).
     public var malformedEvents = 0
     /// Nodes that could not be asked, with the error.
@@ -317,7 +421,7 @@ public struct LedgerReport: Codable, Sendable, Equatable {
     /// message a spool took is finished or held by a spool now.
     public var balances: Bool {
         totals.acceptedRecipients == totals.delivered + totals.bounced + totals.expired + totals.deleted + queuedRecipients
-            && withoutReception.isEmpty
+            && withoutReception.isEmpty && unspooledRecords.isEmpty
     }
 
     /// Why the balance does not hold, in a few words (nil when it holds).
@@ -327,6 +431,7 @@ public struct LedgerReport: Codable, Sendable, Equatable {
         if unaccountedRecipients > 0 { reasons.append("\(unaccountedRecipients) recipients in no spool") }
         if unconfirmedRecipients > 0 { reasons.append("\(unconfirmedRecipients) recipients unconfirmed, \(unanswered.count) nodes not answering") }
         if !withoutReception.isEmpty { reasons.append("\(withoutReception.count) messages with outcomes and no Reception") }
+        if !unspooledRecords.isEmpty { reasons.append("\(unspooledRecords.count) Kafka records no spool took") }
         let sum = totals.delivered + totals.bounced + totals.expired + totals.deleted + queuedRecipients + unaccountedRecipients + unconfirmedRecipients
         if sum != totals.acceptedRecipients { reasons.append("\(totals.acceptedRecipients - sum) recipients in no row") }
         return reasons.joined(separator: "; ")

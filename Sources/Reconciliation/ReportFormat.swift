@@ -130,7 +130,10 @@ extension LedgerReport {
                                          ReportFormat.time($0.time)])
                 }
             }
-            return header + (missing + duplicated).joined()
+            let unspooled = unspooledRecords.map {
+                ReportFormat.csvRow(["unspooled-record", "", "", "", "", "", $0.record, "", "", ReportFormat.time($0.since)])
+            }
+            return header + (missing + unspooled + duplicated).joined()
         case .table:
             var text = "Cluster ledger, \(ReportFormat.time(generatedAt))\n\n"
             text += ReportFormat.table(["recipients", "count"], [
@@ -155,6 +158,11 @@ extension LedgerReport {
                     + ReportFormat.table(["id", "tenant", "last seen"], withoutReception.prefix(100).map {
                         [$0.id, $0.tenant, "\($0.lastEvent) on \($0.lastNode) at \(ReportFormat.time($0.lastTime))"]
                     })
+            }
+            if let recordsUnchecked { text += "RECORDS NOT CHECKED: the delivery group's offsets could not be read: \(recordsUnchecked)\n" }
+            if !unspooledRecords.isEmpty {
+                text += "\nKafka records no spool took (the delivery nodes' consumers passed them; kcat -C -t TOPIC -p PARTITION -o OFFSET -c 1 shows one)\n"
+                    + ReportFormat.table(["record", "missing since"], unspooledRecords.prefix(100).map { [$0.record, ReportFormat.time($0.since)] })
             }
             if !duplicates.isEmpty {
                 text += "\nduplicates (each copy spooled, each repeated outcome)\n"

@@ -38,8 +38,9 @@ struct ReconcilerCommand: AsyncParsableCommand {
                 settings: .init(nodeID: configuration.node.id, ledgerDirectory: reconciliation.ledgerDirectory,
                                 reportDirectory: reconciliation.reportDirectory ?? reconciliation.ledgerDirectory,
                                 unaccountedAfter: reconciliation.unaccountedAfter, checkEvery: reconciliation.ledgerEvery,
-                                adminToken: configuration.node.adminToken),
-                consumer: consumer, registry: NodeRegistry(redis: redis, keyPrefix: configuration.redis.keyPrefix))
+                                adminToken: configuration.node.adminToken, deliveryGroup: configuration.kafka.consumerGroup,
+                                tenantTopicPrefix: configuration.kafka.topicPrefix + "."),
+                consumer: consumer, admin: try KafkaAdmin(bootstrapServers: configuration.kafka.brokers.map(\.description)), registry: NodeRegistry(redis: redis, keyPrefix: configuration.redis.keyPrefix))
         } catch {
             printError("\(file.config): reconciliation.ledger_dir: \(error)")
             throw ExitCode(2)

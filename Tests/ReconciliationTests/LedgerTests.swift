@@ -115,6 +115,37 @@ struct LedgerTests {
         #expect(found.balances && found.queuedRecipients == 4)
     }
 
+    /// A record the delivery group's consumers passed (below its committed offset) with no
+    /// Reception, once older than `unaccounted_after`, is named by its position; a late
+    /// Reception clears it; the partition's low watermark is where checking starts.
+    @Test func aRecordBelowTheCommittedOffsetWithoutAReceptionIsNamed() {
+        var ledger = Ledger()
+        for offset in [Int64(3), 4, 6, 9, 5] {
+            ledger.apply(Self.reception("m\(offset)", ["a@x.test"], offset: offset))
+        }
+        #expect(ledger.coverage["smarthost.acme/2"]?.covered == [3..<7, 9..<10])
+        #expect(ledger.partitionsWithoutStart(["smarthost.acme/2", "smarthost.acme/0"]) == ["smarthost.acme/2", "smarthost.acme/0"])
+        ledger.compare(committed: ["smarthost.acme/2": 10, "smarthost.acme/0": 0], lows: ["smarthost.acme/2": 2, "smarthost.acme/0": 0], now: 1_000)
+        #expect(ledger.partitionsWithoutStart(["smarthost.acme/2", "smarthost.acme/0"]).isEmpty)
+        #expect(ledger.coverage["smarthost.acme/2"]?.missing == [2: 1_000, 7: 1_000, 8: 1_000], "below 2: before the partition's start")
+        let young = ledger.report(now: 1_500, unaccountedAfter: 1_000, held: ["m3", "m4", "m5", "m6", "m9"], unanswered: [:])
+        #expect(young.unspooledRecords.isEmpty && young.balances, "its Reception may still be on its way")
+        ledger.apply(Self.reception("m8", ["a@x.test"], offset: 8))
+        ledger.compare(committed: ["smarthost.acme/2": 10], lows: [:], now: 1_800)
+        let old = ledger.report(now: 2_500, unaccountedAfter: 1_000, held: ["m3", "m4", "m5", "m6", "m8", "m9"], unanswered: [:])
+        #expect(old.unspooledRecords.map(\.record) == ["smarthost.acme/2/2", "smarthost.acme/2/7"])
+        #expect(!old.balances && old.imbalance == "2 Kafka records no spool took")
+        #expect(old.rendered(as: .table).contains("smarthost.acme/2/7") && old.rendered(as: .csv).contains("unspooled-record,,,,,,smarthost.acme/2/2,"))
+    }
+
+    @Test(arguments: [[Int64(0), 1, 2, 3], [3, 2, 1, 0], [0, 2, 1, 3], [2, 0, 3, 1]])
+    func coverageMergesInAnyOrder(_ offsets: [Int64]) {
+        var coverage = Ledger.Coverage(start: 0)
+        for offset in offsets { coverage.cover(offset) }
+        coverage.cover(2)
+        #expect(coverage.covered == [0..<4] && coverage.gaps(below: 6, limit: 10) == [4, 5] && coverage.gaps(below: 6, limit: 1) == [4])
+    }
+
     @Test func finishedMessagesAreForgottenAfterAWhile() {
         var ledger = Ledger()
         ledger.apply(Self.reception("m1", ["a@x.test"]))
