@@ -124,13 +124,13 @@ public enum MetricCatalog {
         // Ingress nodes
         .init("smarthost_ingress_quota_decisions_total", .counter, labels: ["result"],
               "Tenant message-rate quota decisions: admitted, exceeded, unchecked (Redis did not answer)."),
-        .init("smarthost_events_lost_total", .counter, labels: ["type"],
-              "Events the node gave up publishing to Kafka, by event type."),
         // Reconciler
         .init("smarthost_ledger_unaccounted_recipients", .gauge,
               "Recipients accepted with no terminal outcome and in no spool, past reconciliation.unaccounted_after."),
         .init("smarthost_ledger_queued_recipients", .gauge,
               "Recipients accepted and still queued in some spool, as of the last ledger check."),
+        .init("smarthost_ledger_unspooled_records", .gauge,
+              "Tenant-topic records below the delivery group's committed offsets with no Reception, past reconciliation.unaccounted_after."),
     ]
 
     private static let byName: [String: MetricDescription] = Dictionary(all.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })

@@ -124,9 +124,18 @@ struct DeliveryNodeTests {
         #expect(received.filter { $0.recipients == ["someone@notls.test"] }.isEmpty, "nothing sent in plaintext when TLS is required")
         #expect(try plain.records().filter { $0.event == "tls" }.isEmpty)
 
+        // Each message's Reception, written as it was spooled, names this node and its record.
+        let receptions = try node.events(receptions: true).filter { $0.type == .reception }
+        for message in [retry, bounce, cut, down, noTLS, required, opportunistic, ownPool] {
+            let mine = receptions.filter { $0.id == message.id.text }
+            #expect(mine.count == 1 && mine[0].topic == "smarthost.acme" && mine[0].offset != nil && mine[0].node == "delivery-scripted"
+                    && mine[0].time == Int64(message.receivedAt) && mine[0].recipients == message.recipients.map(\.description),
+                    "\(mine)")
+        }
         // The same events went to the events topic.
-        let published = try await readRecords(broker, topic: "smarthost-events", count: try node.events().count, timeout: .seconds(30))
-        #expect(published.count == (try node.events().count))
+        let logged = try node.events(receptions: true).count
+        let published = try await readRecords(broker, topic: "smarthost-events", count: logged, timeout: .seconds(30))
+        #expect(published.count == logged)
     }
 
     /// The built-in response rules against the receivers' own words, each site its own

@@ -72,11 +72,12 @@ struct DeliveryProcess {
         return answer
     }
 
-    /// The node's local event log (events.jsonl and its rotations), parsed.
-    func events() throws -> [MessageEvent] {
+    /// The node's local event log (events.jsonl), parsed: the attempts' events, and with
+    /// `receptions` the Reception written as each message was spooled too.
+    func events(receptions: Bool = false) throws -> [MessageEvent] {
         let path = "\(spoolDirectory)/events.jsonl"
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return [] }
-        return try text.split(separator: "\n").map { try MessageEvent(json: Array($0.utf8)) }
+        return try text.split(separator: "\n").map { try MessageEvent(json: Array($0.utf8)) }.filter { receptions || $0.type != .reception }
     }
 
     /// A metric's value from the node's /metrics (summed over its label sets), nil if the node

@@ -172,6 +172,28 @@ final class FakeClock: Sendable {
         }
     }
 
+    /// A message's Reception goes into the outbox in the transaction that spools it, and only
+    /// for a message newly spooled: a redelivered record announces nothing twice.
+    @Test func aReceptionIsWrittenOnlyWithTheMessageThatIsNewlySpooled() async throws {
+        try await withDirectory { directory in
+            let spool = try Spool.open(directory: directory)
+            defer { spool.close() }
+            let first = makeMessage()
+            let second = makeMessage()
+            func reception(_ message: AcceptedMessage) -> OutboxEvent {
+                OutboxEvent(key: Array(message.id.text.utf8), value: Array("reception of \(message.id)".utf8))
+            }
+            #expect(try await spool.insert([(first, nil), (first, nil)], receptions: [reception(first), reception(first)]) == [true, false])
+            #expect(try await spool.insert([(first, nil), (second, nil)], receptions: [reception(first), reception(second)]) == [false, true])
+            let page = try await spool.outboxPage(limit: 10)
+            #expect(page.map(\.event) == [reception(first), reception(second)])
+            try await spool.removeFromOutbox(page.map(\.seq))
+            #expect(try await spool.settle(second.id, finalRecipients: second.recipients, attempts: 1, nextAttemptAt: 0))
+            #expect(try await spool.insert(second, position: nil, reception: reception(second)) == false, "finished: no second Reception")
+            #expect(try await spool.outboxPage(limit: 10).isEmpty)
+        }
+    }
+
     @Test func settlingPartlyThenFullyRemovesTheMessageAndItsContent() async throws {
         try await withDirectory { directory in
             let spool = try Spool.open(directory: directory)
