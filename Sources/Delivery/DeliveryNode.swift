@@ -235,8 +235,12 @@ public final class DeliveryNode: Service, Sendable {
     /// topic, partition and offset), so that none is skipped silently.
     private func quarantine(_ invalid: [(ConsumedRecord, String)]) async throws(SpoolError) {
         for (record, reason) in invalid {
-            try await spool.quarantine(topic: record.topic, partition: record.partition, offset: record.offset,
-                                       reason: reason, key: record.key, value: record.value)
+            let event = events.quarantined(topic: record.topic, partition: record.partition, offset: record.offset, reason: reason,
+                                           node: manager.settings.nodeID)
+            let first = try await spool.quarantine(topic: record.topic, partition: record.partition, offset: record.offset,
+                                                   reason: reason, key: record.key, value: record.value,
+                                                   event: events.outboxEvents(event).first)
+            if first { events.logLocally(event) }
             quarantined.increment()
             logger.error("invalid record kept in the spool's quarantine", metadata: [
                 "topic": "\(record.topic)", "partition": "\(record.partition)", "offset": "\(record.offset)", "reason": "\(reason)",

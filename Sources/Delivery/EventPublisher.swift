@@ -98,6 +98,18 @@ public final class EventPublisher: Sendable {
         })
     }
 
+    /// The Quarantined event of a tenant-topic record that is not a message: the ledger
+    /// counts the record as taken (it names it apart) instead of as one no spool took.
+    public func quarantined(topic: String, partition: Int32, offset: Int64, reason: String, node: String) -> Encoded {
+        let record = "\(topic)/\(partition)/\(offset)"
+        // The tenant its topic names (`<prefix>.<tenant>`).
+        let tenant = topic.firstIndex(of: ".").map { String(topic[topic.index(after: $0)...]) } ?? topic
+        var event = MessageEvent(type: .quarantined, id: record, tenant: tenant.isEmpty ? topic : tenant,
+                                 time: Int64(MessageID.currentMilliseconds()), node: node, topic: topic, partition: partition, offset: offset)
+        event.reason = String(reason.prefix(500))
+        return encode([event])
+    }
+
     /// The events as outbox rows: written by the spool in the same transaction as the outcome
     /// they report, then sent by `relayOutbox` (and only then forgotten).
     /// Without a producer (a node that publishes nowhere) there is no outbox.

@@ -21,6 +21,9 @@ public struct MessageEvent: Codable, Sendable, Equatable {
         case adminBounce = "AdminBounce"
         /// An operator deleted the recipient silently (no DSN).
         case adminDelete = "AdminDelete"
+        /// A tenant-topic record that is not a message, kept in the delivery node's spool's
+        /// quarantine; `id` is its `topic/partition/offset`, `reason` why.
+        case quarantined = "Quarantined"
     }
 
     public var type: Kind
@@ -72,7 +75,8 @@ public struct MessageEvent: Codable, Sendable, Equatable {
     /// Bounce, Expiration and TransientFailure: the id of the delivery status notification
     /// queued for the sender about this recipient, if one was.
     public var dsn: String?
-    /// OrphanRequeued: why the sweep took the entry (`in no queue`, `limbo: <error>`).
+    /// OrphanRequeued: why the sweep took the entry (`in no queue`, `limbo: <error>`);
+    /// Quarantined: why the record is not a message.
     public var reason: String?
 
     public struct Response: Codable, Sendable, Equatable {

@@ -26,6 +26,8 @@ public struct Ledger: Codable, Sendable, Equatable {
         /// Terminal events that came before their message's Reception (counted once it comes).
         public var outcomesBeforeReception = 0
         public var finishedMessages = 0
+        /// Tenant-topic records that are not messages, kept in a spool's quarantine.
+        public var quarantinedRecords = 0
 
         public init() {}
     }
@@ -107,6 +109,17 @@ public struct Ledger: Codable, Sendable, Equatable {
     public private(set) var duplicates: [String: Duplicate] = [:]
     /// Per tenant partition (`topic/partition`), the records whose Reception came.
     public private(set) var coverage: [String: Coverage] = [:]
+    /// Quarantined records (at most `namedDuplicates` named; all counted).
+    public private(set) var quarantined: [Quarantine] = []
+
+    /// A record a delivery node kept in its spool's quarantine as not a message.
+    public struct Quarantine: Codable, Sendable, Equatable {
+        /// `topic/partition/offset`.
+        public var record: String
+        public var node: String
+        public var reason: String
+        public var time: Int64
+    }
 
     public init() {}
 
@@ -124,6 +137,10 @@ public struct Ledger: Codable, Sendable, Equatable {
 
         /// At most this many missing offsets are kept per partition.
         public static let namedMissing = 10_000
+
+        func covers(_ offset: Int64) -> Bool {
+            covered.contains { $0.contains(offset) }
+        }
 
         mutating func cover(_ offset: Int64) {
             missing[offset] = nil
@@ -233,6 +250,9 @@ public struct Ledger: Codable, Sendable, Equatable {
                 entry.outcomes[recipient] = outcome
                 if entry.acceptedAt != nil { count(outcome) }
             }
+        case .quarantined:
+            quarantine(event)
+            return
         case .transientFailure, .orphanRequeued:
             break
         }
@@ -255,6 +275,17 @@ public struct Ledger: Codable, Sendable, Equatable {
         } else if let outcome = Self.terminal(event.type) {
             noteRepeat(event, recipient: event.recipient ?? "*", outcome: outcome, tenant: done.tenant, copies: done.copies)
         }
+    }
+
+    /// A quarantined record counts as taken (it is no unspooled record), once per position.
+    private mutating func quarantine(_ event: MessageEvent) {
+        guard let topic = event.topic, let partition = event.partition, let offset = event.offset else { return }
+        let key = "\(topic)/\(partition)"
+        if coverage[key]?.covers(offset) == true { return }
+        coverage[key, default: Coverage()].cover(offset)
+        totals.quarantinedRecords += 1
+        guard quarantined.count < Self.namedDuplicates else { return }
+        quarantined.append(Quarantine(record: "\(key)/\(offset)", node: event.node, reason: event.reason ?? "", time: event.time))
     }
 
     private mutating func cover(_ reception: MessageEvent) {
@@ -297,7 +328,7 @@ public struct Ledger: Codable, Sendable, Equatable {
         case .bounce: "bounced"
         case .expiration: "expired"
         case .adminBounce, .adminDelete: "deleted"
-        case .reception, .transientFailure, .orphanRequeued: nil
+        case .reception, .transientFailure, .orphanRequeued, .quarantined: nil
         }
     }
 
@@ -350,6 +381,7 @@ public struct Ledger: Codable, Sendable, Equatable {
         report.withoutReception.sort { $0.id < $1.id }
         report.openMessagesWithoutReception = open.values.filter { $0.acceptedAt == nil }.count
         report.duplicates = duplicates.values.sorted { $0.id < $1.id }
+        report.quarantined = quarantined
         for (key, partition) in coverage {
             for (offset, since) in partition.missing where since < cutoff {
                 report.unspooledRecords.append(LedgerReport.UnspooledRecord(record: "\(key)/\(offset)", since: since))
@@ -396,6 +428,8 @@ public struct LedgerReport: Codable, Sendable, Equatable {
     /// Records of tenant topics the delivery group's consumers are done with (below its
     /// committed offset) that no spool reported taking, for longer than `unaccounted_after`.
     public var unspooledRecords: [UnspooledRecord] = []
+    /// Records that are not messages, kept in a spool's quarantine (not accepted: apart from the balance).
+    public var quarantined: [Ledger.Quarantine] = []
     /// Why the tenant topics' records could not be compared this time, if they could not.
     public var recordsUnchecked: String?
 

@@ -143,7 +143,7 @@ extension LedgerReport {
                 ["duplicate outcomes", "\(totals.duplicateOutcomes)"],
             ])
             text += "\nmessages: \(totals.acceptedMessages) accepted (\(totals.notificationMessages) of them DSNs), \(totals.finishedMessages) finished, "
-                + "\(totals.duplicateMessages) duplicated\n"
+                + "\(totals.duplicateMessages) duplicated; \(totals.quarantinedRecords) records quarantined as not messages\n"
             text += balances ? "balance: holds (accepted = delivered + bounced + expired + deleted + queued)\n"
                 : "balance: DOES NOT HOLD (\(imbalance ?? ""))\n"
             for (node, error) in unanswered.sorted(by: { $0.key < $1.key }) { text += "NOT ANSWERING: \(node): \(error)\n" }
@@ -163,6 +163,10 @@ extension LedgerReport {
             if !unspooledRecords.isEmpty {
                 text += "\nKafka records no spool took (the delivery nodes' consumers passed them; kcat -C -t TOPIC -p PARTITION -o OFFSET -c 1 shows one)\n"
                     + ReportFormat.table(["record", "missing since"], unspooledRecords.prefix(100).map { [$0.record, ReportFormat.time($0.since)] })
+            }
+            if !quarantined.isEmpty {
+                text += "\nquarantined records (not messages; kept in the node's spool)\n"
+                    + ReportFormat.table(["record", "node", "reason"], quarantined.prefix(100).map { [$0.record, $0.node, $0.reason] })
             }
             if !duplicates.isEmpty {
                 text += "\nduplicates (each copy spooled, each repeated outcome)\n"

@@ -322,14 +322,24 @@ public final class Spool: Sendable {
 
     /// Keeps a Kafka record that is not a valid message, with the reason, so that skipping it
     /// is never silent. The same record quarantined again (a redelivery) keeps its first entry.
-    public func quarantine(topic: String, partition: Int32, offset: Int64, reason: String, key: [UInt8]?, value: [UInt8]) async throws(SpoolError) {
+    /// `event` (its Quarantined event) goes into the outbox in the same transaction, the first
+    /// time only; true when the record was not quarantined before.
+    @discardableResult
+    public func quarantine(topic: String, partition: Int32, offset: Int64, reason: String, key: [UInt8]?, value: [UInt8],
+                           event: OutboxEvent? = nil) async throws(SpoolError) -> Bool {
         let clock = options.clock
-        _ = try await write("quarantine \(topic)/\(partition)/\(offset)") { db throws(SpoolError) in
-            try db.run("""
+        return try await write("quarantine \(topic)/\(partition)/\(offset)") { db throws(SpoolError) in
+            var inserted = false
+            try db.query("""
                 INSERT INTO quarantine (kafka_topic, kafka_partition, kafka_offset, reason, record_key, record_value, quarantined_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
+                VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING seq
                 """, [.text(topic), .int(Int64(partition)), .int(offset), .text(reason), key.map(SQLValue.blob) ?? .null,
-                      .blob(value), .int(clock().storable)])
+                      .blob(value), .int(clock().storable)]) { _ throws(SpoolError) in
+                inserted = true
+                return false
+            }
+            if inserted, let event { try Self.addToOutbox(event, db) }
+            return inserted
         }
     }
 

@@ -138,6 +138,24 @@ struct LedgerTests {
         #expect(old.rendered(as: .table).contains("smarthost.acme/2/7") && old.rendered(as: .csv).contains("unspooled-record,,,,,,smarthost.acme/2/2,"))
     }
 
+    /// A record quarantined as not a message is taken (no unspooled record), named apart,
+    /// counted once however often it is announced, and not an acceptance.
+    @Test func aQuarantinedRecordIsNamedApartFromTheBalance() {
+        var ledger = Ledger()
+        var quarantined = MessageEvent(type: .quarantined, id: "smarthost.acme/2/1", tenant: "acme", time: 1_000, node: "delivery-1",
+                                       topic: "smarthost.acme", partition: 2, offset: 1)
+        quarantined.reason = "missing header sh-format"
+        ledger.apply(Self.reception("m0", ["a@x.test"], offset: 0))
+        ledger.apply(quarantined)
+        ledger.apply(quarantined)
+        ledger.apply(Self.outcome(.delivery, "m0", "a@x.test"))
+        ledger.compare(committed: ["smarthost.acme/2": 2], lows: ["smarthost.acme/2": 0], now: 1_000)
+        let report = ledger.report(now: 9_000, unaccountedAfter: 1_000, held: [], unanswered: [:])
+        #expect(report.balances && report.unspooledRecords.isEmpty && report.totals.acceptedMessages == 1)
+        #expect(report.totals.quarantinedRecords == 1 && report.quarantined.map(\.record) == ["smarthost.acme/2/1"] && ledger.open.isEmpty)
+        #expect(report.rendered(as: .table).contains("missing header sh-format"))
+    }
+
     @Test(arguments: [[Int64(0), 1, 2, 3], [3, 2, 1, 0], [0, 2, 1, 3], [2, 0, 3, 1]])
     func coverageMergesInAnyOrder(_ offsets: [Int64]) {
         var coverage = Ledger.Coverage(start: 0)

@@ -225,5 +225,9 @@ struct DeliveryNodeTests {
         #expect(try await eventually(.seconds(30)) { try destination.messages().count == 1 })
         let quarantined = try await runCommand("/usr/bin/sqlite3", ["\(node.spoolDirectory)/spool.sqlite", "SELECT kafka_topic, reason FROM quarantine"])
         #expect(quarantined.output.contains("smarthost.acme|"), "\(quarantined.output)\(quarantined.errors)")
+        // Announced, so the ledger counts the record as taken and names it apart.
+        let event = try #require(try node.events().first { $0.type == .quarantined })
+        #expect(event.id == "\(event.topic ?? "")/\(event.partition ?? -1)/\(event.offset ?? -1)" && event.topic == "smarthost.acme")
+        #expect(event.tenant == "acme" && event.reason?.contains("record format \"99\" is not supported") == true && event.node == "delivery-quarantine", "\(event)")
     }
 }
