@@ -105,9 +105,7 @@ public struct DeliveryAdmin: Sendable {
     }
 
     private func fault(_ name: String, _ request: AdminRequest) async -> AdminResponse {
-        guard let faults else {
-            return .error(403, "fault injection is off: it exists only on a node configured with testing.fault_injection: true")
-        }
+        guard let faults else { return .faultInjectionOff }
         struct Armed: Encodable {
             var fault: String
             var count: Int
@@ -128,9 +126,13 @@ public struct DeliveryAdmin: Sendable {
             count = ids?.count ?? 0
         case "fail-reinserts": faults.failReinserts(count)
         case "skip-records": faults.skipRecords(count)
+        case "fail-spool-writes": faults.failSpoolWrites(count)
+        case "fail-body-reads": faults.failBodyReads(count)
+        case "fail-dsn-queueing": faults.failNotifications(count)
         case "crash-before-spool": faults.crashBeforeSpool()
         default:
-            return .error(404, "no such fault: \(name) (drop-scheduled, fail-reinserts, skip-records, crash-before-spool)")
+            return .error(404, "no such fault: \(name) (drop-scheduled, fail-reinserts, skip-records, fail-spool-writes, fail-body-reads, "
+                               + "fail-dsn-queueing, crash-before-spool)")
         }
         return .json(Armed(fault: name, count: count, ids: ids))
     }

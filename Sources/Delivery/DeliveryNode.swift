@@ -205,6 +205,7 @@ public final class DeliveryNode: Service, Sendable {
                 if oneByOne {
                     for index in pending {
                         do {
+                            try failIfInjected()
                             let reception = outbox.isEmpty ? [] : [outbox[index]]
                             results[index] = try await spool.insert([messages[index]], receptions: reception)[0] ? .spooled : .alreadyKnown
                         } catch where error.kind == .invalidInput {
@@ -213,6 +214,7 @@ public final class DeliveryNode: Service, Sendable {
                         }
                     }
                 } else if !pending.isEmpty {
+                    try failIfInjected()
                     let flags = try await spool.insert(pending.map { messages[$0] }, receptions: outbox.isEmpty ? [] : pending.map { outbox[$0] })
                     for (index, isNew) in zip(pending, flags) { results[index] = isNew ? .spooled : .alreadyKnown }
                 }
@@ -229,6 +231,11 @@ public final class DeliveryNode: Service, Sendable {
             }
         }
         return nil
+    }
+
+    /// Test-only (`fail-spool-writes`): this spool write fails as a full disk would.
+    private func failIfInjected() throws(SpoolError) {
+        if let faults, faults.takeSpoolWriteFailure() { throw spool.injectedFailure("insert") }
     }
 
     /// Keeps records that are not valid messages in the spool's quarantine (idempotent per

@@ -519,6 +519,8 @@ public actor QueueManager {
             let attempt = Attempt(site: site, peer: session.peer, tls: session.tlsActive, host: host)
             let content: [UInt8]?
             do {
+                // Test-only (`fail-body-reads`): the read fails as a damaged spool's would.
+                if let faults, faults.takeBodyReadFailure() { throw spool.injectedFailure("read message \(entry.id)") }
                 content = try await spool.content(of: entry.id)
             } catch {
                 let reply = SMTPReply(451, EnhancedStatusCode(4, 3, 0), "Local spool error: \(error)")
@@ -784,6 +786,8 @@ public actor QueueManager {
                                           eightBit: dsn.needsEightBitMIME, content: dsn.content)
             // Its Reception is spooled with it, as a record's is.
             let reception = events.receptions(of: [(message, nil)], node: settings.nodeID)
+            // Test-only (`fail-dsn-queueing`): spooling the DSN fails as on a full disk.
+            if let faults, faults.takeNotificationFailure() { throw spool.injectedFailure("insert") }
             guard try await spool.insert([(message, nil)], receptions: events.outboxEvents(reception)).first == true else { return nil }
             events.logLocally(reception)
             for queued in entries(of: SpooledMessage(message, position: nil)) { queues.schedule(queued) }

@@ -36,6 +36,9 @@ public struct AdminResponse: Sendable, Equatable {
         AdminResponse(status: status, body: #"{"error":"# + JSON.string(message) + "}\n")
     }
 
+    /// What a node's `/admin/faults/` endpoints answer without `testing.fault_injection: true`.
+    public static let faultInjectionOff = error(403, "fault injection is off: it exists only on a node configured with testing.fault_injection: true")
+
     /// A 200 with `value` as JSON: snake_case keys, sorted, indented (as every admin answer).
     public static func json<T: Encodable>(_ value: T) -> AdminResponse {
         let encoder = JSONEncoder()

@@ -364,6 +364,12 @@ public final class Spool: Sendable {
     /// Group commit at work so far.
     public var statistics: SpoolStatistics { counters.value.withLock { $0 } }
 
+    /// The error `operation` would fail with on a full disk, made on purpose by a test's fault
+    /// injection (`testing.fault_injection`) for the caller's real failure branch to handle.
+    public func injectedFailure(_ operation: String) -> SpoolError {
+        SpoolError(.sqlite, operation, path: path, reason: "injected fault")
+    }
+
     /// Writes waiting for the writer (for tests).
     var pendingWrites: Int { writes.pending }
 

@@ -191,6 +191,9 @@ struct OrphanSweepTests {
         let cases: [(String, String, String?, String, Int, String)] = [
             ("POST", "/admin/faults/drop-scheduled?count=5", token, "", 403, "fault injection is off"),
             ("POST", "/admin/faults/crash-before-spool", token, "", 403, "fault injection is off"),
+            ("POST", "/admin/faults/fail-spool-writes?count=1", token, "", 403, "fault injection is off"),
+            ("POST", "/admin/faults/fail-body-reads?count=1", token, "", 403, "fault injection is off"),
+            ("POST", "/admin/faults/fail-dsn-queueing?count=1", token, "", 403, "fault injection is off"),
             ("GET", "/admin/queue/counts", nil, "", 401, "bearer token"),
             ("GET", "/admin/queue/counts", "wrong-token-0123456789", "", 401, "bearer token"),
             ("POST", "/admin/spool/lookup", token, "{not json", 400, "expected"),
