@@ -39,7 +39,8 @@ public final class IngressNode: Service, Sendable {
     }
 
     /// Binds every configured listener; fails (closing what it opened) if one cannot be bound.
-    public static func start(configuration: SmarthostConfiguration, sink: IngressSink,
+    /// `faults` (tests only) sees each reply to a message once it is written.
+    public static func start(configuration: SmarthostConfiguration, sink: IngressSink, faults: IngressFaults? = nil,
                              logger: Logger = Logger(label: "smarthost.ingress")) async throws -> IngressNode {
         let hostname = configuration.ingress.hostname ?? configuration.node.id
         // Every listener shares one policy: the largest limits of any tenant (the sink then
@@ -66,7 +67,7 @@ public final class IngressNode: Service, Sendable {
                     resolveTenant: byAddress, authenticator: authenticator, proxyProtocol: listener.proxyProtocol,
                     tls: tls, implicitTLS: listener.implicitTLS,
                     timeouts: SessionTimeouts(command: configuration.ingress.commandTimeout, data: configuration.ingress.dataTimeout),
-                    logger: logger))
+                    messageReplyWritten: faults?.replyWritten, logger: logger))
                 let auth = authenticator == nil ? "none" : listener.authOverPlaintext ? "always" : tls == nil ? "never (no TLS)" : "after TLS"
                 logger.notice("listening", metadata: [
                     "address": "\(listener.address)", "proxy_protocol": "\(listener.proxyProtocol)",

@@ -28,6 +28,7 @@ public final class SMTPListener: Sendable {
                             resolveTenant: @escaping TenantResolver, authenticator: (any Authenticator)? = nil,
                             proxyProtocol: Bool = false,
                             tls: NIOSSLContext? = nil, implicitTLS: Bool = false, timeouts: SessionTimeouts = SessionTimeouts(),
+                            messageReplyWritten: (@Sendable (SMTPReply) -> Void)? = nil,
                             group: MultiThreadedEventLoopGroup = .singleton,
                             logger: Logger = Logger(label: "smarthost.smtp.server")) async throws -> SMTPListener {
         let connections = ConnectionCount()
@@ -48,7 +49,8 @@ public final class SMTPListener: Sendable {
                     try channel.pipeline.syncOperations.addHandler(
                         SMTPServerHandler(policy: policy, sink: sink, resolveTenant: resolveTenant, authenticator: authenticator,
                                           expectsProxyHeader: proxyProtocol,
-                                          tls: tls, encrypted: implicitTLS && tls != nil, timeouts: timeouts, logger: logger))
+                                          tls: tls, encrypted: implicitTLS && tls != nil, timeouts: timeouts,
+                                          messageReplyWritten: messageReplyWritten, logger: logger))
                 }
             }
             .bind(host: host, port: port)

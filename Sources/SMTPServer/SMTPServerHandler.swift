@@ -54,16 +54,22 @@ public final class SMTPServerHandler: ChannelInboundHandler {
     private let expectsProxyHeader: Bool
     /// Offered as STARTTLS when the session is in plaintext.
     private let tls: NIOSSLContext?
+    /// Called on the event loop once the reply to a message has been written to the socket.
+    private let messageReplyWritten: (@Sendable (SMTPReply) -> Void)?
 
     /// With `expectsProxyHeader` the session starts only once a `ProxyProtocolHandler` in front
     /// of this one announced the real client; otherwise it starts when the connection does.
     /// `tls` makes STARTTLS available; `encrypted` says the connection is already TLS
     /// (implicit TLS, port 465), with a TLS handler in front of this one. AUTH is offered with an
     /// `authenticator` (inside TLS, or in plaintext too when the policy allows it).
+    /// `messageReplyWritten` (tests' fault injection) sees each reply to a message once it is
+    /// written to the socket.
     public init(policy: SessionPolicy, sink: any MessageSink, resolveTenant: @escaping TenantResolver,
                 authenticator: (any Authenticator)? = nil,
                 expectsProxyHeader: Bool = false, tls: NIOSSLContext? = nil, encrypted: Bool = false,
-                timeouts: SessionTimeouts = SessionTimeouts(), logger: Logger = Logger(label: "smarthost.smtp.server")) {
+                timeouts: SessionTimeouts = SessionTimeouts(), messageReplyWritten: (@Sendable (SMTPReply) -> Void)? = nil,
+                logger: Logger = Logger(label: "smarthost.smtp.server")) {
+        self.messageReplyWritten = messageReplyWritten
         var policy = policy
         policy.offersStartTLS = tls != nil && !encrypted
         policy.offersAuth = authenticator != nil
@@ -236,7 +242,7 @@ public final class SMTPServerHandler: ChannelInboundHandler {
             let connection = self.connection
             waitOffLoop(context: context, { answer in sink.accept(envelope, message: message, connection: connection, reply: answer) }) {
                 handler, reply, context in
-                handler.write(handler.session.messageHandled(reply), context: context)
+                handler.write(handler.session.messageHandled(reply), context: context, then: handler.messageReplyWritten)
             }
         }
     }
@@ -310,8 +316,14 @@ public final class SMTPServerHandler: ChannelInboundHandler {
 
     // MARK: - Output and timeouts
 
-    private func write(_ reply: SMTPReply, context: ChannelHandlerContext) {
-        context.write(wrapOutboundOut(context.channel.allocator.buffer(bytes: reply.encoded)), promise: nil)
+    /// `written`, if given, is called once the reply has left for the socket (after a flush).
+    private func write(_ reply: SMTPReply, context: ChannelHandlerContext, then written: (@Sendable (SMTPReply) -> Void)? = nil) {
+        let promise = written.map { written in
+            let promise = context.eventLoop.makePromise(of: Void.self)
+            promise.futureResult.whenSuccess { written(reply) }
+            return promise
+        }
+        context.write(wrapOutboundOut(context.channel.allocator.buffer(bytes: reply.encoded)), promise: promise)
         wroteSinceFlush = true
     }
 

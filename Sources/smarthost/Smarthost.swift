@@ -58,9 +58,11 @@ struct IngressCommand: AsyncParsableCommand {
         let sink = IngressSink(producer: producer, configuration: configuration, hostname: hostname, quotas: quotas)
         let kafka = try KafkaReachability(bootstrapServers: configuration.kafka.brokers.map(\.description))
         await kafka.check()
+        let faults = configuration.testing.faultInjection ? IngressFaults(logger: logger) : nil
+        if faults != nil { logger.warning("testing.fault_injection is on: the admin API can break this node on purpose") }
         let node: IngressNode
         do {
-            node = try await IngressNode.start(configuration: configuration, sink: sink)
+            node = try await IngressNode.start(configuration: configuration, sink: sink, faults: faults)
         } catch let error as IngressStartError {
             printError("\(file.config): \(error)")
             throw ExitCode(2)
@@ -70,7 +72,8 @@ struct IngressCommand: AsyncParsableCommand {
             endpoints: NodeEndpoints(
                 notReadyReason: { node.isDraining ? "shutting down" : kafka.unreachableReason },
                 metrics: { Observability.prometheusText(registry) }, adminToken: configuration.node.adminToken,
-                admin: { [admin = IngressAdmin(node: node, nodeID: configuration.node.id, kafkaProblem: { kafka.unreachableReason })] in
+                admin: { [admin = IngressAdmin(node: node, nodeID: configuration.node.id, faults: faults,
+                                               kafkaProblem: { kafka.unreachableReason })] in
                     await admin.handle($0)
                 }))
         logger.notice("health, readiness and metrics", metadata: ["address": "\(configuration.node.adminListen)"])
