@@ -102,7 +102,6 @@ struct DeliveryProcess {
     func stop() { process.stop() }
 }
 
-/// Puts messages into a tenant's topic as an ingress node would.
 /// What follows the node, kafka and redis sections for a node that delivers tenant `acme`'s
 /// mail for `inbox.test` to a test destination on `port`, retrying every second (class `fast`):
 /// `delivery` is the inside of the delivery section, `more` any further sections.
@@ -119,17 +118,21 @@ func inboxTestYAML(destination port: Int, delivery: String, more: String) -> Str
     """
 }
 
-func enqueue(_ messages: [AcceptedMessage], broker: TansuBroker, topicPrefix: String = "smarthost") async throws {
+/// Puts messages into a tenant's topic as an ingress node would; returns where Kafka put each
+/// record (in no particular order).
+@discardableResult
+func enqueue(_ messages: [AcceptedMessage], broker: TansuBroker, topicPrefix: String = "smarthost") async throws -> [DeliveryReport] {
     let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(bootstrapServers: [broker.bootstrap]))
-    try await withThrowingTaskGroup(of: Void.self) { group in
+    let reports = try await withThrowingTaskGroup(of: DeliveryReport.self) { group in
         for message in messages {
             let record = OutgoingRecord(topic: "\(topicPrefix).\(message.tenant)", key: Array(message.id.text.utf8), value: message.content,
                                         headers: message.headers.map { KafkaHeader(name: $0.name, string: $0.value) })
-            group.addTask { _ = try await producer.send(record) }
+            group.addTask { try await producer.send(record) }
         }
-        try await group.waitForAll()
+        return try await group.reduce(into: []) { $0.append($1) }
     }
     await producer.close()
+    return reports
 }
 
 func testMessage(tenant: String = "acme", to recipients: [String], trafficClass: String = "fast",
