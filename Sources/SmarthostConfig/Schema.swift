@@ -587,7 +587,7 @@ extension SchemaReader {
         for (index, item) in items.enumerated() {
             guard let listener = self.fields(item, listenersPath[index],
                                              known: ["address", "proxy_protocol", "certificate_file", "private_key_file", "implicit_tls",
-                                                     "auth_over_plaintext"])
+                                                     "auth_over_plaintext", "require_auth"])
             else { continue }
             let addressNode = required(listener, "address")
             guard let addressNode, let address = hostPort(addressNode, listener.path("address")) else { continue }
@@ -607,10 +607,17 @@ extension SchemaReader {
                 report(item, listenersPath[index], "implicit_tls needs certificate_file and private_key_file")
                 continue
             }
+            let authOverPlaintext = optional(listener, "auth_over_plaintext", boolean) ?? false
+            let requireAuth = optional(listener, "require_auth", boolean) ?? false
+            if requireAuth && certificate == nil && !authOverPlaintext {
+                report(item, listenersPath[index],
+                       "require_auth needs certificate_file and private_key_file (AUTH is offered only inside TLS), or auth_over_plaintext")
+                continue
+            }
             settings.listeners.append(Configuration.Listener(
                 address: address, proxyProtocol: optional(listener, "proxy_protocol", boolean) ?? false,
                 certificateFile: certificate, privateKeyFile: key, implicitTLS: implicitTLS,
-                authOverPlaintext: optional(listener, "auth_over_plaintext", boolean) ?? false))
+                authOverPlaintext: authOverPlaintext, requireAuth: requireAuth))
         }
         return settings
     }

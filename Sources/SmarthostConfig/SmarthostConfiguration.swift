@@ -414,10 +414,15 @@ extension SmarthostConfiguration {
         public var implicitTLS: Bool
         /// AUTH is offered without TLS too (a listener reachable only from trusted networks).
         public var authOverPlaintext: Bool
+        /// Only clients that log in may relay (a submission port): the tenants'
+        /// `trusted_networks` are not consulted on this listener.
+        public var requireAuth: Bool
 
         public init(address: HostPort, proxyProtocol: Bool = false, certificateFile: String? = nil,
-                    privateKeyFile: String? = nil, implicitTLS: Bool = false, authOverPlaintext: Bool = false) {
+                    privateKeyFile: String? = nil, implicitTLS: Bool = false, authOverPlaintext: Bool = false,
+                    requireAuth: Bool = false) {
             self.authOverPlaintext = authOverPlaintext
+            self.requireAuth = requireAuth
             self.address = address
             self.proxyProtocol = proxyProtocol
             self.certificateFile = certificateFile

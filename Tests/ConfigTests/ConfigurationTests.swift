@@ -494,6 +494,13 @@ struct InvalidConfigurationTests {
         BadCase(name: "implicit TLS without a certificate",
                 yaml: "ingress:\n  listeners:\n    - {address: 127.0.0.1:465, implicit_tls: true}",
                 error: "t.yaml:3:7: ingress.listeners[0]: implicit_tls needs certificate_file and private_key_file"),
+        BadCase(name: "require_auth without TLS",
+                yaml: "ingress:\n  listeners:\n    - {address: 127.0.0.1:587, require_auth: true}",
+                error: "t.yaml:3:7: ingress.listeners[0]: require_auth needs certificate_file and private_key_file "
+                    + "(AUTH is offered only inside TLS), or auth_over_plaintext"),
+        BadCase(name: "require_auth not a boolean",
+                yaml: "ingress:\n  listeners:\n    - {address: 127.0.0.1:587, require_auth: yes}",
+                error: #"t.yaml:3:46: ingress.listeners[0].require_auth: expected true or false, got "yes""#),
         BadCase(name: "delivery tls not a mode", yaml: "delivery:\n  tls: required",
                 error: #"t.yaml:2:8: delivery.tls: expected one of opportunistic, disabled, got "required""#),
         BadCase(name: "ready queue of zero", yaml: "delivery:\n  ready_queue_size: 0",
