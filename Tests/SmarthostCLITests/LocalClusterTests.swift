@@ -3,7 +3,9 @@ import Testing
 import TestSupport
 
 /// `cluster/up` as an operator runs it (with the tests' debug binary instead of a release
-/// build): mail sent to the printed address arrives at the sink, one file per message, and
+/// build): mail sent to the printed address arrives at the sink, one file per message; the
+/// printed swaks commands for STARTTLS, submission with the demo login and implicit TLS work
+/// as printed, and submission refuses plaintext AUTH and mail without a login; and
 /// `cluster/status` lists every process it started as running, until one dies.
 @Suite(.serialized, .timeLimit(.minutes(5)))
 struct LocalClusterTests {
@@ -12,7 +14,20 @@ struct LocalClusterTests {
             var id: String
             var pid: Int32
         }
+        struct Login: Decodable {
+            var tenant: String
+            var username: String
+            var password_file: String
+        }
+        struct TLSFiles: Decodable {
+            var certificate_file: String
+            var private_key_file: String
+        }
         var smtp: String
+        var submission: String
+        var smtps: String
+        var tls: TLSFiles
+        var login: Login
         var sink_dir: String
         var mx_sink_dirs: [String: String]
         var nodes: [Node]
@@ -28,6 +43,8 @@ struct LocalClusterTests {
             var ready: Bool?
         }
         var smtp: String?
+        var submission: String?
+        var smtps: String?
         var processes: [Process]
         var dead: [String]
     }
@@ -55,6 +72,9 @@ struct LocalClusterTests {
                 "SMARTHOST_RUN_DIR=\(run)", "SMARTHOST_BINARY=\(SmarthostCLITests.binary)",
                 "SMARTHOST_KAFKA_PORT=\(try Loopback.freePort())", "SMARTHOST_REDIS_PORT=\(try Loopback.freePort())",
                 "SMARTHOST_SMTP_PORT=\(try Loopback.freePort())", "SMARTHOST_INGRESS_BASE_PORT=\(try Loopback.freePort())",
+                "SMARTHOST_SUBMISSION_PORT=\(try Loopback.freePort())", "SMARTHOST_SMTPS_PORT=\(try Loopback.freePort())",
+                "SMARTHOST_INGRESS_SUBMISSION_BASE_PORT=\(try Loopback.freePort())",
+                "SMARTHOST_INGRESS_SMTPS_BASE_PORT=\(try Loopback.freePort())",
                 "SMARTHOST_ADMIN_BASE_PORT=\(try Loopback.freePort())", "SMARTHOST_DELIVERY_ADMIN_BASE_PORT=\(try Loopback.freePort())",
                 "SMARTHOST_SINK_PORT=\(try Loopback.freePort())", "SMARTHOST_DNS_PORT=\(try Loopback.freePort())",
             ] + (FileManager.default.isExecutableFile(atPath: ctlBinary) ? ["SMARTHOST_CTL_BINARY=\(ctlBinary)"] : [])
@@ -128,7 +148,83 @@ struct LocalClusterTests {
         }
         #expect(viaMX, "MX sinks: \(endpoints.mx_sink_dirs.values.map { sinkFiles($0) })")
 
+        try await checkTLS(run: run, endpoints: endpoints, up: output)
+        // The three messages sent over TLS reach the sink too.
+        let overTLS = try await eventually(.seconds(60)) {
+            sinkFiles().filter { (try? String(contentsOfFile: $0, encoding: .utf8))?.contains("Subject: over TLS") == true }.count == 3
+        }
+        #expect(overTLS, "files at the sink: \(sinkFiles())")
+
         try await checkStatus(run: run, endpoints: endpoints)
+    }
+
+    /// The TLS listeners through HAProxy, with the swaks commands cluster/up printed, run as
+    /// printed: STARTTLS at the SMTP address (250 for a trusted loopback client), the demo login
+    /// over STARTTLS at the submission address and over implicit TLS at the smtps address.
+    /// Submission offers no AUTH before TLS (swaks gives up, a hand-sent AUTH gets 530 5.7.0)
+    /// and relays nothing without a login, although loopback is demo's trusted network.
+    func checkTLS(run: String, endpoints: Endpoints, up output: String) async throws {
+        let password = try String(contentsOfFile: endpoints.login.password_file, encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(password.count >= 16)
+        #expect(output.contains("login   user \(endpoints.login.username)  password \(password)"), "\(output)")
+        #expect(FileManager.default.fileExists(atPath: endpoints.tls.certificate_file))
+        let nodeConfig = try String(contentsOfFile: "\(run)/ingress-1.yaml", encoding: .utf8)
+        #expect(nodeConfig.contains("password_hash: \"$scrypt$") && !nodeConfig.contains(password), "only the hash is configured")
+
+        // The printed commands: "  try     swaks --server ADDRESS ...", split at spaces (nothing in them is quoted).
+        let printed = output.split(separator: "\n").compactMap { line -> [String]? in
+            let words = line.split(separator: " ").map(String.init)
+            return words.count > 2 && words[0] == "try" && words[1] == "swaks" ? Array(words.dropFirst(2)) : nil
+        }
+        func command(_ address: String, _ flag: String) throws -> [String] {
+            try #require(printed.first { $0.starts(with: ["--server", address]) && $0.contains(flag) }, "swaks \(flag) for \(address) in:\n\(output)")
+        }
+        let swaksPath = try findExecutable("swaks")
+        func swaks(_ arguments: [String]) async throws -> CommandResult {
+            try await runCommand(swaksPath, arguments + ["--header", "Subject: over TLS", "--body", "hello TLS"])
+        }
+
+        let startTLS = try await swaks(try command(endpoints.smtp, "--tls"))
+        #expect(startTLS.status == 0, "\(startTLS.output)\(startTLS.errors)")
+        #expect(startTLS.output.contains("<-  220 2.0.0 Ready to start TLS") && startTLS.output.contains("=== TLS started with cipher"),
+                "\(startTLS.output)")
+        #expect(startTLS.output.contains("<~  250 2.0.0 Ok: queued as"), "250 inside TLS: \(startTLS.output)")
+
+        let submission = try command(endpoints.submission, "--auth-user")
+        #expect(submission.contains("--tls") && submission.contains(endpoints.login.username) && submission.contains(password))
+        let loggedIn = try await swaks(submission)
+        #expect(loggedIn.status == 0, "\(loggedIn.output)\(loggedIn.errors)")
+        #expect(loggedIn.output.contains("<~  235 2.7.0 Authentication successful"), "\(loggedIn.output)")
+        #expect(loggedIn.output.contains("<~  250 2.0.0 Ok: queued as"), "\(loggedIn.output)")
+
+        // Before TLS, no AUTH: swaks finds none advertised (exit 28, an AUTH error) and sends no password.
+        let plaintext = try await swaks(submission.filter { $0 != "--tls" })
+        #expect(plaintext.status == 28, "\(plaintext.output)\(plaintext.errors)")
+        #expect(plaintext.errors.contains("Host did not advertise authentication"), "\(plaintext.errors)")
+        #expect(plaintext.output.contains("STARTTLS") && !plaintext.output.contains("AUTH PLAIN"), "\(plaintext.output)")
+        let port = try #require(endpoints.submission.split(separator: ":").last.flatMap { Int($0) })
+        let credentials = Data("\0\(endpoints.login.username)\0\(password)".utf8).base64EncodedString()
+        let handSent = String(decoding: Loopback.exchange(port: port, request: Array("EHLO c\r\nAUTH PLAIN \(credentials)\r\nQUIT\r\n".utf8),
+                                                          timeout: .seconds(10)) {
+            String(decoding: $0, as: UTF8.self).contains("221 ")
+        } ?? [], as: UTF8.self)
+        #expect(handSent.contains("530 5.7.0 Must issue a STARTTLS command first\r\n"), "\(handSent)")
+        #expect(!handSent.contains("235 "), "\(handSent)")
+
+        // Inside TLS but without a login: not relayed, although 127.0.0.1 is demo's trusted network.
+        let anonymous = try await swaks(Array(submission.prefix { $0 != "--auth" } + submission.drop { $0 != "--from" }))
+        #expect(anonymous.status == 24, "\(anonymous.output)\(anonymous.errors)")
+        #expect(anonymous.output.contains("<~* 554 5.7.1 Relay access denied"), "\(anonymous.output)")
+
+        // Implicit TLS: the handshake comes before the greeting.
+        let implicit = try await swaks(try command(endpoints.smtps, "--tlsc"))
+        #expect(implicit.status == 0, "\(implicit.output)\(implicit.errors)")
+        let handshake = implicit.output.range(of: "=== TLS started with cipher")
+        let greeting = implicit.output.range(of: "<~  220 ")
+        #expect(handshake != nil && greeting != nil && handshake!.lowerBound < greeting!.lowerBound, "\(implicit.output)")
+        #expect(implicit.output.contains("<~  235 2.7.0 Authentication successful"), "\(implicit.output)")
+        #expect(implicit.output.contains("<~  250 2.0.0 Ok: queued as"), "\(implicit.output)")
     }
 
     /// cluster/status, in the same run directory: every process of endpoints.json is running and
@@ -146,7 +242,8 @@ struct LocalClusterTests {
         let json = try await status("--json")
         #expect(json.status == 0, "cluster/status --json: \(json.output)\(json.errors)")
         let listed = try JSONDecoder().decode(Status.self, from: Data(json.output.utf8))
-        #expect(listed.smtp == endpoints.smtp)
+        #expect(listed.smtp == endpoints.smtp && listed.submission == endpoints.submission && listed.smtps == endpoints.smtps)
+        #expect(text.output.contains("submission: \(endpoints.submission)\nsmtps: \(endpoints.smtps)\n"), "\(text.output)")
         #expect(listed.dead.isEmpty)
         for (name, pid) in recorded {
             let process = listed.processes.first { $0.name == name }
