@@ -102,9 +102,10 @@ public final class IngressNode: Service, Sendable {
         }
     }
 
-    /// On graceful shutdown: stop accepting, then let the sessions in progress finish for at most `ingress.shutdown_grace`; the producer, shut down
-    /// after this service, then flushes. Sessions still open after the grace are cut: their
-    /// unfinished messages were never acknowledged, so their clients retry.
+    /// On graceful shutdown: stop accepting, then let the sessions in progress finish for at
+    /// most `ingress.shutdown_grace`; the producer, shut down after this service, then flushes.
+    /// Sessions still open after the grace are cut: their unfinished messages were never
+    /// acknowledged, so their clients retry.
     public func run() async throws {
         try? await gracefulShutdown()
         draining.store(true, ordering: .relaxed)

@@ -160,17 +160,15 @@ public final class LedgerService: Service, Sendable {
     /// Kafka could not say.
     private func compareRecords(now: Int64) async -> String? {
         do {
+            // The ledger's key of a partition, as in its Receptions: `topic/partition`.
+            func key(_ partition: TopicPartition) -> String { "\(partition.topic)/\(partition.partition)" }
             let committed = try await admin.committedOffsets(group: settings.deliveryGroup, topicsWithPrefix: settings.tenantTopicPrefix)
-            var positions: [String: Int64] = [:]
-            var partitions: [String: TopicPartition] = [:]
-            for case let (partition, offset?) in committed {
-                positions["\(partition.topic)/\(partition.partition)"] = offset
-                partitions["\(partition.topic)/\(partition.partition)"] = partition
-            }
-            let new = await store.partitionsWithoutStart(Array(positions.keys)).compactMap { partitions[$0] }
-            var lows: [String: Int64] = [:]
-            for (partition, low) in try await admin.lowWatermarks(new) { lows["\(partition.topic)/\(partition.partition)"] = low }
-            await store.compare(committed: positions, lows: lows, now: now)
+            var positions: [String: (partition: TopicPartition, offset: Int64)] = [:]
+            for case let (partition, offset?) in committed { positions[key(partition)] = (partition, offset) }
+            let new = await store.partitionsWithoutStart(Array(positions.keys)).compactMap { positions[$0]?.partition }
+            let lows = try await admin.lowWatermarks(new)
+            await store.compare(committed: positions.mapValues(\.offset),
+                                lows: Dictionary(uniqueKeysWithValues: lows.map { (key($0.key), $0.value) }), now: now)
             return nil
         } catch {
             logger.warning("the tenant topics' records could not be compared with the Receptions", metadata: ["error": "\(error)"])

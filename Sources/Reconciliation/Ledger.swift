@@ -138,11 +138,9 @@ public struct Ledger: Codable, Sendable, Equatable {
         /// At most this many missing offsets are kept per partition.
         public static let namedMissing = 10_000
 
-        func covers(_ offset: Int64) -> Bool {
-            covered.contains { $0.contains(offset) }
-        }
-
-        mutating func cover(_ offset: Int64) {
+        /// Adds `offset`; false when it was covered already.
+        @discardableResult
+        mutating func cover(_ offset: Int64) -> Bool {
             missing[offset] = nil
             // The first range that ends at or after `offset`.
             var low = 0
@@ -151,7 +149,7 @@ public struct Ledger: Codable, Sendable, Equatable {
                 let middle = (low + high) / 2
                 if covered[middle].upperBound < offset { low = middle + 1 } else { high = middle }
             }
-            if low < covered.count, covered[low].contains(offset) { return }
+            if low < covered.count, covered[low].contains(offset) { return false }
             if low < covered.count, covered[low].upperBound == offset {
                 covered[low] = covered[low].lowerBound..<(offset + 1)
                 if low + 1 < covered.count, covered[low + 1].lowerBound == offset + 1 {
@@ -163,6 +161,7 @@ public struct Ledger: Codable, Sendable, Equatable {
             } else {
                 covered.insert(offset..<(offset + 1), at: low)
             }
+            return true
         }
 
         /// The offsets in `start..<end` no range covers, at most `limit` of them.
@@ -281,8 +280,7 @@ public struct Ledger: Codable, Sendable, Equatable {
     private mutating func quarantine(_ event: MessageEvent) {
         guard let topic = event.topic, let partition = event.partition, let offset = event.offset else { return }
         let key = "\(topic)/\(partition)"
-        if coverage[key]?.covers(offset) == true { return }
-        coverage[key, default: Coverage()].cover(offset)
+        guard coverage[key, default: Coverage()].cover(offset) else { return }
         totals.quarantinedRecords += 1
         guard quarantined.count < Self.namedDuplicates else { return }
         quarantined.append(Quarantine(record: "\(key)/\(offset)", node: event.node, reason: event.reason ?? "", time: event.time))

@@ -40,7 +40,8 @@ struct ReconcilerCommand: AsyncParsableCommand {
                                 unaccountedAfter: reconciliation.unaccountedAfter, checkEvery: reconciliation.ledgerEvery,
                                 adminToken: configuration.node.adminToken, deliveryGroup: configuration.kafka.consumerGroup,
                                 tenantTopicPrefix: configuration.kafka.topicPrefix + "."),
-                consumer: consumer, admin: try KafkaAdmin(bootstrapServers: configuration.kafka.brokers.map(\.description)), registry: NodeRegistry(redis: redis, keyPrefix: configuration.redis.keyPrefix))
+                consumer: consumer, admin: try KafkaAdmin(bootstrapServers: configuration.kafka.brokers.map(\.description)),
+                registry: NodeRegistry(redis: redis, keyPrefix: configuration.redis.keyPrefix))
         } catch {
             printError("\(file.config): reconciliation.ledger_dir: \(error)")
             throw ExitCode(2)

@@ -32,7 +32,7 @@ struct LedgerTests {
         #expect(report.balances && report.queuedRecipients == 0 && report.unaccounted.isEmpty)
     }
 
-    @Test func repeatedOutcomesAreNamedNotAddedTwice() {
+    @Test func repeatedOutcomesAreNamedNotAddedTwice() throws {
         var ledger = Ledger()
         ledger.apply(Self.reception("m1", ["a@x.test", "b@x.test"]))
         ledger.apply(Self.outcome(.delivery, "m1", "a@x.test"))
@@ -42,9 +42,9 @@ struct LedgerTests {
         ledger.apply(Self.reception("m1", ["a@x.test", "b@x.test"]))
         #expect(ledger.totals.delivered == 2 && ledger.totals.duplicateOutcomes == 2 && ledger.totals.acceptedMessages == 1)
         #expect(ledger.totals.duplicateMessages == 1)
-        let duplicate = try? #require(ledger.duplicates["m1"])
-        #expect(duplicate?.copies == [Ledger.Copy(node: "delivery-1", record: "smarthost.acme/2/41")], "the same copy's Reception again is no new copy")
-        #expect(duplicate?.repeats.map(\.node) == ["delivery-1", "delivery-2"] && duplicate?.repeats.map(\.recipient) == ["a@x.test", "b@x.test"])
+        let duplicate = try #require(ledger.duplicates["m1"])
+        #expect(duplicate.copies == [Ledger.Copy(node: "delivery-1", record: "smarthost.acme/2/41")], "the same copy's Reception again is no new copy")
+        #expect(duplicate.repeats.map(\.node) == ["delivery-1", "delivery-2"] && duplicate.repeats.map(\.recipient) == ["a@x.test", "b@x.test"])
         let report = ledger.report(now: 10_000, unaccountedAfter: 1_000, held: [], unanswered: [:])
         #expect(report.balances, "a duplicate is named in its own row; the balance holds")
         #expect(report.duplicates.map(\.id) == ["m1"] && report.rendered(as: .table).contains("delivery-2"))
