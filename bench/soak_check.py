@@ -287,6 +287,7 @@ def main():
             "unaccounted_recipients": report.get("unaccounted_recipients"), "unconfirmed_recipients": report.get("unconfirmed_recipients"),
             "without_reception": len(report.get("without_reception") or []),
             "duplicate_messages": totals.get("duplicate_messages"), "duplicate_outcomes": totals.get("duplicate_outcomes"),
+            "resent_outcomes": totals.get("resent_outcomes") or 0,
             "duplicates_named": [dict(d, soak_id=relay_to_soak.get(d.get("id"))) for d in ledger_duplicates[:200]],
             "gaps": gap_fields(report),
             "unspooled_records": (report.get("unspooled_records") or [])[:200],
@@ -368,7 +369,8 @@ def main():
     if ledger.get("accepted_messages") is not None:
         print(f"ledger         {ledger['accepted_messages']} messages accepted, {ledger['delivered']} recipients delivered, "
               f"{ledger['queued_recipients']} queued, {ledger['unaccounted_recipients']} unaccounted, "
-              f"{ledger['duplicate_messages']} duplicated messages ({ledger['duplicate_outcomes']} repeated outcomes)")
+              f"{ledger['duplicate_messages']} duplicated messages ({ledger['duplicate_outcomes']} repeated outcomes; "
+              f"{ledger['resent_outcomes']} outcome events read twice, not counted)")
         if ledger_named or ledger_vs_sink["twice_at_sink_not_named"]:
             print(f"               of the ledger's {len(ledger_named)} duplicates, {len(ledger_vs_sink['named_and_twice_at_sink'])} are at the sink twice, "
                   f"{len(ledger_vs_sink['named_but_once_at_sink'])} once (an outcome reported twice); "

@@ -19,7 +19,10 @@ public struct KafkaConsumerConfiguration: Sendable {
     /// Records read ahead of the caller; beyond it the consumer pauses its partitions.
     public var bufferCapacity = 1_000
     /// How often offsets of records marked done are committed (also on revoke and close).
-    public var commitInterval: Duration = .seconds(1)
+    /// Short, because what is done and not yet committed is what a new owner reads again when
+    /// this member dies: a delivery node killed with a second of spooled records uncommitted
+    /// had them delivered twice (docs/reliability.md). Nothing is sent while nothing moved.
+    public var commitInterval: Duration = .milliseconds(100)
     /// The largest record the consumer must be able to fetch.
     public var maxRecordSize = 32 * 1024 * 1024
     /// Passed to librdkafka as they are (security.protocol, sasl.*, ...).

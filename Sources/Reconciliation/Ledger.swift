@@ -25,6 +25,11 @@ public struct Ledger: Codable, Sendable, Equatable {
         public var duplicateOutcomes = 0
         /// Terminal events that came before their message's Reception (counted once it comes).
         public var outcomesBeforeReception = 0
+        /// Terminal events received a second time: the same node, outcome, recipient and
+        /// millisecond as the one counted (an outbox batch sent again after a timeout or a
+        /// crash before its rows were cleared), not a second delivery. Optional so that a
+        /// ledger state written before it was counted still loads.
+        public var resentOutcomes: Int?
         public var finishedMessages = 0
         /// Tenant-topic records that are not messages, kept in a spool's quarantine.
         public var quarantinedRecords = 0
@@ -77,6 +82,9 @@ public struct Ledger: Codable, Sendable, Equatable {
         public var recipients: [String]?
         /// Terminal outcome per recipient: `delivered`, `bounced`, `expired`, `deleted`.
         public var outcomes: [String: String] = [:]
+        /// Which event set each outcome (to recognise that event sent again); optional so that
+        /// a ledger state written before it was kept still loads.
+        public var outcomeEvents: [String: Stamp]?
         /// The copies spooled (from each Reception).
         public var copies: [Copy] = []
         public var lastEvent: String
@@ -94,9 +102,19 @@ public struct Ledger: Codable, Sendable, Equatable {
 
     /// A finished message, remembered for a while so that a late copy or outcome is named.
     public struct Finished: Codable, Sendable, Equatable {
+        /// When the event that finished it was written.
         public var time: Int64
         public var tenant: String
         public var copies: [Copy]
+        /// The outcome events' stamps, each once (nil in a ledger state from before they were kept).
+        public var outcomeEvents: [Stamp]?
+    }
+
+    /// Which node wrote an event, and when: with the outcome and recipient, what tells the
+    /// same event sent twice from a second outcome (which has a time of its own).
+    public struct Stamp: Codable, Sendable, Equatable, Hashable {
+        public var node: String
+        public var time: Int64
     }
 
     /// At most this many duplicated messages are named (all are counted).
@@ -241,12 +259,20 @@ public struct Ledger: Codable, Sendable, Equatable {
             if entry.acceptedAt == nil, open[event.id] == nil { totals.outcomesBeforeReception += 1 }
             // An operator's deletion without a recipient covers every open one.
             let recipients = event.recipient.map { [$0] } ?? (entry.recipients ?? []).filter { entry.outcomes[$0] == nil }
+            let stamp = Stamp(node: event.node, time: event.time)
             for recipient in recipients {
-                if entry.outcomes[recipient] != nil {
-                    noteRepeat(event, recipient: recipient, outcome: outcome, tenant: entry.tenant, copies: entry.copies)
+                if let counted = entry.outcomes[recipient] {
+                    if counted == outcome, entry.outcomeEvents?[recipient] == stamp {
+                        noteResent()
+                    } else {
+                        noteRepeat(event, recipient: recipient, outcome: outcome, tenant: entry.tenant, copies: entry.copies)
+                    }
                     continue
                 }
                 entry.outcomes[recipient] = outcome
+                var stamps = entry.outcomeEvents ?? [:]
+                stamps[recipient] = stamp
+                entry.outcomeEvents = stamps
                 if entry.acceptedAt != nil { count(outcome) }
             }
         case .quarantined:
@@ -257,7 +283,8 @@ public struct Ledger: Codable, Sendable, Equatable {
         }
         if entry.acceptedAt != nil, entry.openRecipients == 0 {
             open[event.id] = nil
-            finished[event.id] = Finished(time: event.time, tenant: entry.tenant, copies: entry.copies)
+            finished[event.id] = Finished(time: event.time, tenant: entry.tenant, copies: entry.copies,
+                                         outcomeEvents: Set((entry.outcomeEvents ?? [:]).values).sorted { ($0.time, $0.node) < ($1.time, $1.node) })
             totals.finishedMessages += 1
         } else {
             open[event.id] = entry
@@ -272,6 +299,11 @@ public struct Ledger: Codable, Sendable, Equatable {
             done.copies.append(copy)
             noteDuplicate(event.id, tenant: done.tenant, copies: done.copies)
         } else if let outcome = Self.terminal(event.type) {
+            // One of its outcome events sent again (a second delivery has a time of its own).
+            if done.outcomeEvents?.contains(Stamp(node: event.node, time: event.time)) == true {
+                noteResent()
+                return
+            }
             noteRepeat(event, recipient: event.recipient ?? "*", outcome: outcome, tenant: done.tenant, copies: done.copies)
         }
     }
@@ -289,6 +321,10 @@ public struct Ledger: Codable, Sendable, Equatable {
     private mutating func cover(_ reception: MessageEvent) {
         guard let topic = reception.topic, let partition = reception.partition, let offset = reception.offset else { return }
         coverage["\(topic)/\(partition)", default: Coverage()].cover(offset)
+    }
+
+    private mutating func noteResent() {
+        totals.resentOutcomes = (totals.resentOutcomes ?? 0) + 1
     }
 
     private mutating func noteRepeat(_ event: MessageEvent, recipient: String, outcome: String, tenant: String, copies: [Copy]) {

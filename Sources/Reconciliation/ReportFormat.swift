@@ -141,6 +141,7 @@ extension LedgerReport {
                 ["expired", "\(totals.expired)"], ["deleted", "\(totals.deleted)"], ["queued", "\(queuedRecipients)"],
                 ["unaccounted", "\(unaccountedRecipients)"], ["unconfirmed", "\(unconfirmedRecipients)"],
                 ["duplicate outcomes", "\(totals.duplicateOutcomes)"],
+                ["outcome events resent", "\(totals.resentOutcomes ?? 0)"],
             ])
             text += "\nmessages: \(totals.acceptedMessages) accepted (\(totals.notificationMessages) of them DSNs), \(totals.finishedMessages) finished, "
                 + "\(totals.duplicateMessages) duplicated; \(totals.quarantinedRecords) records quarantined as not messages\n"

@@ -36,7 +36,7 @@ struct LedgerTests {
         var ledger = Ledger()
         ledger.apply(Self.reception("m1", ["a@x.test", "b@x.test"]))
         ledger.apply(Self.outcome(.delivery, "m1", "a@x.test"))
-        ledger.apply(Self.outcome(.delivery, "m1", "a@x.test"))
+        ledger.apply(Self.outcome(.delivery, "m1", "a@x.test", at: 2_500))
         ledger.apply(Self.outcome(.delivery, "m1", "b@x.test"))
         ledger.apply(Self.outcome(.delivery, "m1", "b@x.test", node: "delivery-2"))
         ledger.apply(Self.reception("m1", ["a@x.test", "b@x.test"]))
@@ -48,6 +48,29 @@ struct LedgerTests {
         let report = ledger.report(now: 10_000, unaccountedAfter: 1_000, held: [], unanswered: [:])
         #expect(report.balances, "a duplicate is named in its own row; the balance holds")
         #expect(report.duplicates.map(\.id) == ["m1"] && report.rendered(as: .table).contains("delivery-2"))
+    }
+
+    /// The same outcome event read twice (an outbox batch sent again after a send timed out,
+    /// or after a crash before its rows were cleared) is no second delivery: counted apart,
+    /// named nowhere. A second delivery by the same node has a time of its own and is named.
+    @Test func anOutcomeEventSentTwiceIsNoRepeat() throws {
+        var ledger = Ledger()
+        ledger.apply(Self.reception("m1", ["a@x.test", "b@x.test"]))
+        ledger.apply(Self.outcome(.delivery, "m1", "a@x.test"))
+        ledger.apply(Self.outcome(.delivery, "m1", "a@x.test"))
+        #expect(ledger.totals.resentOutcomes == 1 && ledger.totals.duplicateOutcomes == 0 && ledger.duplicates.isEmpty, "while open")
+        ledger.apply(Self.outcome(.bounce, "m1", "b@x.test", at: 3_000))
+        ledger.apply(Self.outcome(.delivery, "m1", "a@x.test"))
+        ledger.apply(Self.outcome(.bounce, "m1", "b@x.test", at: 3_000))
+        #expect(ledger.totals.resentOutcomes == 3 && ledger.duplicates.isEmpty, "after it finished, either recipient's event")
+        #expect(ledger.totals.delivered == 1 && ledger.totals.bounced == 1)
+        ledger.apply(Self.outcome(.delivery, "m1", "a@x.test", at: 2_001))
+        ledger.apply(Self.outcome(.delivery, "m1", "a@x.test", node: "delivery-2"))
+        #expect(ledger.totals.duplicateOutcomes == 2 && ledger.totals.resentOutcomes == 3)
+        let duplicate = try #require(ledger.duplicates["m1"])
+        #expect(duplicate.repeats.map(\.time) == [2_001, 2_000] && duplicate.repeats.map(\.node) == ["delivery-1", "delivery-2"])
+        let table = ledger.report(now: 10_000, unaccountedAfter: 1_000, held: [], unanswered: [:]).rendered(as: .table)
+        #expect(table.split(separator: "\n").contains { $0.hasPrefix("outcome events resent ") && $0.hasSuffix(" 3") })
     }
 
     /// A record spooled by two nodes (a rebalance before the first committed): each copy is
