@@ -25,9 +25,10 @@ public struct Ledger: Codable, Sendable, Equatable {
         public var duplicateOutcomes = 0
         /// Terminal events that came before their message's Reception (counted once it comes).
         public var outcomesBeforeReception = 0
-        /// Terminal events received a second time: the same node, outcome, recipient and
-        /// millisecond as the one counted (an outbox batch sent again after a timeout or a
-        /// crash before its rows were cleared), not a second delivery. Optional so that a
+        /// Terminal events received a second time: written by the node, in the millisecond, of
+        /// an outcome event already counted for the message (for an open message, for the same
+        /// recipient and outcome too): an outbox batch sent again after a timeout or a crash
+        /// before its rows were cleared, not a second delivery. Optional so that a
         /// ledger state written before it was counted still loads.
         public var resentOutcomes: Int?
         public var finishedMessages = 0
